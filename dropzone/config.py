@@ -1,0 +1,194 @@
+"""Settings: ``config/dropzone.yaml`` + ``config/tenants/*.yaml``, then environment variables.
+
+Precedence (lowest first): built-in defaults, the YAML files, environment variables, explicit
+command-line options. Environment variables are ``DROPZONE_<FIELD>`` for top-level fields and
+``DROPZONE_<SECTION>__<FIELD>`` inside a section (``DROPZONE_PIPELINE__LEASE_SECONDS=30``), plus
+the standard ``MONGODB_URI``. Secrets are held as ``SecretStr`` so they never print.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from dropzone.errors import ConfigError
+
+TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+Policy = Literal["record", "file"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StoreSettings(_Strict):
+    mongodb_uri: SecretStr | None = Field(
+        default=None, description="MongoDB connection string; unset = embedded in-memory store"
+    )
+    database: str = Field(default="dropzone", min_length=1)
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+
+
+class PipelineSettings(_Strict):
+    validation_workers: int = Field(
+        default=2, ge=0, le=64, description="processes validating FHIR; 0 validates in the main process"
+    )
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    policy: Policy = Field(default="record", description="record: load valid records; file: all or nothing")
+    lease_seconds: float = Field(default=60.0, gt=0)
+    quiet_seconds: float = Field(default=2.0, ge=0)
+    rescan_seconds: float = Field(default=30.0, gt=0)
+    max_file_bytes: int = Field(default=50 * 2**30, ge=1)
+    max_decompressed_bytes: int = Field(default=200 * 2**30, ge=1)
+    max_record_bytes: int = Field(default=16 * 2**20, ge=1024)
+    max_report_errors: int = Field(default=10_000, ge=1)
+    temp_dir: str | None = None
+
+
+class LoggingSettings(_Strict):
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class TenantSettings(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    display_name: str | None = None
+    policy: Policy | None = None
+    mappings: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not TENANT_NAME.match(value):
+            raise ValueError("tenant names are lower-case letters, digits, '.', '_' or '-' (max 63)")
+        return value
+
+
+class Settings(_Strict):
+    zone: str = Field(default="./dropzone-data", description="folder path, s3://bucket/prefix or sftp://…")
+    allow_undeclared_tenants: bool = Field(
+        default=True, description="false: files for tenants without config/tenants/<t>.yaml are quarantined"
+    )
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    tenants: dict[str, TenantSettings] = Field(default_factory=dict)
+    config_dir: Path | None = None
+
+    def tenant(self, name: str) -> TenantSettings | None:
+        """The tenant's settings; undeclared tenants get defaults when they are allowed."""
+        declared = self.tenants.get(name)
+        if declared is not None:
+            return declared
+        if self.allow_undeclared_tenants and TENANT_NAME.match(name):
+            return TenantSettings(name=name)
+        return None
+
+    def policy_for(self, tenant: str) -> Policy:
+        declared = self.tenants.get(tenant)
+        return (declared.policy if declared and declared.policy else None) or self.pipeline.policy
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings for logs: secrets show as '**********'."""
+        return self.model_dump(mode="json", exclude={"tenants"}) | {"tenants": sorted(self.tenants)}
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if env.get("MONGODB_URI"):
+        overrides.setdefault("store", {})["mongodb_uri"] = env["MONGODB_URI"]
+    for name, raw in env.items():
+        if not name.startswith("DROPZONE_") or name in ("DROPZONE_CONFIG",):
+            continue
+        path = name.removeprefix("DROPZONE_").lower().split("__")
+        value: Any = yaml.safe_load(raw) if raw.strip() else None
+        if path[-1] in ("mongodb_uri",) or path[0] == "zone":
+            value = raw  # strings that YAML might reinterpret
+        target = overrides
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+    return overrides
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _format_validation(source: str, err: ValidationError) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for item in err.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        lines.append(f"  {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def resolve_config_dir(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    """``--config DIR`` > ``DROPZONE_CONFIG`` > ``./config`` (only if it exists)."""
+    chosen = explicit or env.get("DROPZONE_CONFIG")
+    if chosen:
+        path = Path(chosen)
+        if not path.is_dir():
+            raise ConfigError(f"config folder {path} does not exist")
+        return path
+    default = Path("config")
+    return default if default.is_dir() else None
+
+
+def load_settings(
+    config_dir: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Load and validate settings; raises ConfigError with every problem listed."""
+    env = os.environ if env is None else env
+    folder = resolve_config_dir(config_dir, env)
+    data: dict[str, Any] = {}
+    tenants: dict[str, Any] = {}
+    if folder is not None:
+        main_file = folder / "dropzone.yaml"
+        if main_file.is_file():
+            data = _read_yaml(main_file)
+        tenant_dir = folder / "tenants"
+        for tenant_file in sorted(tenant_dir.glob("*.yaml")) if tenant_dir.is_dir() else []:
+            tenant_data = _read_yaml(tenant_file)
+            tenant_data.setdefault("name", tenant_file.stem)
+            if tenant_data["name"] != tenant_file.stem:
+                raise ConfigError(f"{tenant_file}: name '{tenant_data['name']}' must match the file name")
+            tenants[tenant_file.stem] = tenant_data
+    data = _merge(data, _env_overrides(env))
+    data = _merge(data, {k: v for k, v in overrides.items() if v is not None})
+    data["tenants"] = _merge(data.get("tenants") or {}, tenants)
+    for name, tenant_data in data["tenants"].items():
+        if isinstance(tenant_data, dict):
+            tenant_data.setdefault("name", name)
+    data["config_dir"] = folder
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        source = str(folder / "dropzone.yaml") if folder else "defaults and environment"
+        raise ConfigError(_format_validation(source, err)) from err

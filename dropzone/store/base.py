@@ -1,0 +1,290 @@
+"""The store interface: resources (versioned, tenant-scoped) and the ledger (files and leases).
+
+Two implementations share this contract: ``memory.MemoryStore`` (embedded default, nothing
+persists) and ``mongo.MongoStore`` (pymongo). The versioning rules live here, once:
+
+* identity is tenant + resourceType + id;
+* identical content (same canonical hash) changes nothing;
+* changed content bumps ``meta.versionId``, sets ``meta.lastUpdated`` and copies the previous
+  version to history.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+META_KEY = "_dz"
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Existing:
+    """What the store already holds for one resource (no content)."""
+
+    hash: str
+    version: int
+    file_sha256: str | None
+    first_ingested: str
+
+
+@dataclass(slots=True)
+class ResourceWrite:
+    type: str
+    id: str
+    resource: dict[str, Any]
+    hash: str
+
+
+@dataclass(slots=True)
+class WriteResult:
+    loaded: int = 0
+    unchanged: int = 0
+    new_ids: list[tuple[str, str]] = field(default_factory=list)
+
+
+def document_id(tenant: str, resource_id: str) -> str:
+    return f"{tenant}/{resource_id}"
+
+
+def strip_document(doc: dict[str, Any]) -> dict[str, Any]:
+    """The FHIR resource from a stored document (drops ``_id`` and the metadata)."""
+    return {k: v for k, v in doc.items() if k not in ("_id", META_KEY)}
+
+
+class ResourceStore(ABC):
+    """Versioned resource storage. Subclasses implement the primitive reads and writes."""
+
+    @abstractmethod
+    def ensure_indexes(self) -> None: ...
+
+    @abstractmethod
+    def existing(self, tenant: str, rtype: str, ids: Sequence[str]) -> dict[str, Existing]: ...
+
+    @abstractmethod
+    def _write_documents(
+        self, rtype: str, docs: list[dict[str, Any]], history: list[tuple[str, int]]
+    ) -> None:
+        """Replace/insert ``docs``; first copy the current versions named in ``history``
+        (document id, version) to the history collection."""
+
+    @abstractmethod
+    def _delete_document(self, rtype: str, doc_id: str) -> bool: ...
+
+    @abstractmethod
+    def get_document(self, tenant: str, rtype: str, resource_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def history(self, tenant: str, rtype: str, resource_id: str) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    def find_by_identifier(self, tenant: str, rtype: str, system: str | None, value: str) -> list[str]: ...
+
+    @abstractmethod
+    def counts(self, tenants: Iterable[str] | None = None) -> dict[str, int]: ...
+
+    @abstractmethod
+    def resource_types(self) -> list[str]: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- shared rules ------------------------------------------------------------------------
+
+    def get(self, tenant: str, rtype: str, resource_id: str) -> dict[str, Any] | None:
+        doc = self.get_document(tenant, rtype, resource_id)
+        return strip_document(doc) if doc else None
+
+    def upsert(
+        self,
+        tenant: str,
+        writes: Sequence[ResourceWrite],
+        file_sha256: str | None,
+        known: dict[tuple[str, str], Existing] | None = None,
+    ) -> WriteResult:
+        """Idempotent versioned upsert of one batch.
+
+        A resource whose stored hash equals the new one is *unchanged*, unless the stored copy
+        was written by this same file (a retry after a crash): then it counts as *loaded*, so a
+        file finished by a second worker reports the same counts as an uninterrupted run.
+        """
+        result = WriteResult()
+        for rtype, group in _group_by_type(writes).items():
+            for chunk in _without_repeated_ids(group):
+                ids = [w.id for w in chunk]
+                if known is not None and all((rtype, i) in known for i in ids):
+                    current = {i: known[(rtype, i)] for i in ids if known[(rtype, i)] is not None}
+                else:
+                    current = self.existing(tenant, rtype, ids)
+                now = utc_now_iso()
+                docs: list[dict[str, Any]] = []
+                history: list[tuple[str, int]] = []
+                for w in chunk:
+                    before = current.get(w.id)
+                    if before is not None and before.hash == w.hash:
+                        if file_sha256 is not None and before.file_sha256 == file_sha256:
+                            result.loaded += 1
+                        else:
+                            result.unchanged += 1
+                        continue
+                    version = 1 if before is None else before.version + 1
+                    if before is not None:
+                        history.append((document_id(tenant, w.id), before.version))
+                    else:
+                        result.new_ids.append((rtype, w.id))
+                    docs.append(
+                        build_document(
+                            tenant, w, version, file_sha256, now, before.first_ingested if before else now
+                        )
+                    )
+                    result.loaded += 1
+                if docs:
+                    self._write_documents(rtype, docs, history)
+        return result
+
+    def delete(self, tenant: str, rtype: str, resource_id: str) -> bool:
+        """Remove the current version (kept in history). True if something was deleted."""
+        current = self.existing(tenant, rtype, [resource_id]).get(resource_id)
+        if current is None:
+            return False
+        self._write_documents(rtype, [], [(document_id(tenant, resource_id), current.version)])
+        return self._delete_document(rtype, document_id(tenant, resource_id))
+
+
+def build_document(
+    tenant: str, write: ResourceWrite, version: int, file_sha256: str | None, now: str, first: str
+) -> dict[str, Any]:
+    meta = dict(write.resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = now
+    doc = dict(write.resource)
+    doc["meta"] = meta
+    doc["_id"] = document_id(tenant, write.id)
+    doc[META_KEY] = {
+        "tenant": tenant,
+        "hash": write.hash,
+        "version": version,
+        "file_sha256": file_sha256,
+        "first_ingested": first,
+        "last_ingested": now,
+    }
+    return doc
+
+
+def existing_from_document(doc: dict[str, Any]) -> Existing:
+    meta = doc[META_KEY]
+    return Existing(meta["hash"], meta["version"], meta.get("file_sha256"), meta["first_ingested"])
+
+
+def _group_by_type(writes: Sequence[ResourceWrite]) -> dict[str, list[ResourceWrite]]:
+    groups: dict[str, list[ResourceWrite]] = {}
+    for w in writes:
+        groups.setdefault(w.type, []).append(w)
+    return groups
+
+
+def _without_repeated_ids(group: list[ResourceWrite]) -> list[list[ResourceWrite]]:
+    """Split so no chunk names one id twice: later copies then see the earlier write."""
+    chunks: list[list[ResourceWrite]] = [[]]
+    seen: set[str] = set()
+    for w in group:
+        if w.id in seen:
+            chunks.append([])
+            seen = set()
+        chunks[-1].append(w)
+        seen.add(w.id)
+    return [c for c in chunks if c]
+
+
+# -- ledger --------------------------------------------------------------------------------------
+
+
+class ClaimState(enum.StrEnum):
+    ACQUIRED = "acquired"
+    BUSY = "busy"
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A lease on one file content (tenant + sha256) held by one worker."""
+
+    key: str
+    file_id: str
+    owner: str
+    attempt: int
+    resumed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimAnswer:
+    state: ClaimState
+    claim: Claim | None = None
+    done: dict[str, Any] | None = None
+
+
+def claim_key(tenant: str, sha256: str) -> str:
+    return f"{tenant}/{sha256}"
+
+
+class Ledger(ABC):
+    """One record per received file, plus content leases so each file's effect happens once.
+
+    Claim rules (both implementations):
+    * no lease for this content -> ACQUIRED (new file id);
+    * a lease whose holder stopped renewing it -> ACQUIRED with ``resumed=True`` (same file id);
+    * content finished as ``quarantined`` -> ACQUIRED again (a fixed config may now accept it);
+    * a live lease -> BUSY; content finished otherwise -> DONE (the caller decides: finish the
+      move of the same path, or record a duplicate).
+    """
+
+    @abstractmethod
+    def claim(self, tenant: str, sha256: str, path: str, owner: str, lease_seconds: float) -> ClaimAnswer: ...
+
+    @abstractmethod
+    def renew(self, claim: Claim, lease_seconds: float) -> bool: ...
+
+    @abstractmethod
+    def release(self, claim: Claim) -> None:
+        """Give the lease up without an outcome (shutdown, transient error)."""
+
+    @abstractmethod
+    def complete(self, claim: Claim, outcome: str, destination: str | None) -> bool:
+        """Mark the content done; False if the lease was lost to another worker."""
+
+    @abstractmethod
+    def mark_moved(self, key: str) -> None: ...
+
+    @abstractmethod
+    def save_file(self, record: dict[str, Any]) -> None:
+        """Insert or replace the file record ``record['_id']``."""
+
+    @abstractmethod
+    def get_file(self, file_id: str) -> dict[str, Any] | None: ...
+
+    @abstractmethod
+    def files(self, tenant: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Newest first."""
+
+    @abstractmethod
+    def summary(self) -> dict[str, dict[str, int]]:
+        """``{tenant: {state: count}}`` over all file records."""
+
+
+class Store(ABC):
+    """What the pipeline needs: resources + ledger, and a human-readable description."""
+
+    resources: ResourceStore
+    ledger: Ledger
+    persistent: bool
+    description: str
+
+    def close(self) -> None:
+        self.resources.close()

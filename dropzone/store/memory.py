@@ -1,0 +1,238 @@
+"""The embedded default store: everything in this process's memory, O(1) per operation.
+
+Nothing persists: the CLI says so whenever this store is in use. Only one process can use a
+drop zone with it (see ``dropzone.zone_lock``), since a second process would have its own ledger.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from dropzone.store.base import (
+    META_KEY,
+    Claim,
+    ClaimAnswer,
+    ClaimState,
+    Existing,
+    Ledger,
+    ResourceStore,
+    Store,
+    claim_key,
+    existing_from_document,
+)
+
+
+class MemoryResourceStore(ResourceStore):
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._docs: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self._history: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        self._by_identifier: dict[tuple[str, str, str | None, str], set[str]] = defaultdict(set)
+
+    def ensure_indexes(self) -> None:
+        """Nothing to do: dictionaries are the indexes."""
+
+    def existing(self, tenant: str, rtype: str, ids: Sequence[str]) -> dict[str, Existing]:
+        with self._lock:
+            coll = self._docs.get(rtype, {})
+            found = {}
+            for rid in ids:
+                doc = coll.get(f"{tenant}/{rid}")
+                if doc is not None:
+                    found[rid] = existing_from_document(doc)
+            return found
+
+    def _write_documents(
+        self, rtype: str, docs: list[dict[str, Any]], history: list[tuple[str, int]]
+    ) -> None:
+        with self._lock:
+            coll = self._docs[rtype]
+            for doc_id, _version in history:
+                old = coll.get(doc_id)
+                if old is not None:
+                    versions = self._history[(rtype, doc_id)]
+                    if not any(v[META_KEY]["version"] == old[META_KEY]["version"] for v in versions):
+                        versions.append(old)
+            for doc in docs:
+                old = coll.get(doc["_id"])
+                if old is not None:
+                    self._unindex(rtype, old)
+                coll[doc["_id"]] = doc
+                self._index(rtype, doc)
+
+    def _delete_document(self, rtype: str, doc_id: str) -> bool:
+        with self._lock:
+            old = self._docs.get(rtype, {}).pop(doc_id, None)
+            if old is not None:
+                self._unindex(rtype, old)
+            return old is not None
+
+    def _identifier_keys(self, rtype: str, doc: dict[str, Any]) -> list[tuple[str, str, str | None, str]]:
+        tenant = doc[META_KEY]["tenant"]
+        keys = []
+        for ident in doc.get("identifier") or []:
+            if isinstance(ident, dict) and isinstance(ident.get("value"), str):
+                keys.append((tenant, rtype, ident.get("system"), ident["value"]))
+                keys.append((tenant, rtype, None, ident["value"]))
+        return keys
+
+    def _index(self, rtype: str, doc: dict[str, Any]) -> None:
+        for key in self._identifier_keys(rtype, doc):
+            self._by_identifier[key].add(doc["id"])
+
+    def _unindex(self, rtype: str, doc: dict[str, Any]) -> None:
+        for key in self._identifier_keys(rtype, doc):
+            self._by_identifier[key].discard(doc["id"])
+
+    def get_document(self, tenant: str, rtype: str, resource_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            doc = self._docs.get(rtype, {}).get(f"{tenant}/{resource_id}")
+            return copy.deepcopy(doc) if doc is not None else None
+
+    def history(self, tenant: str, rtype: str, resource_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            versions = self._history.get((rtype, f"{tenant}/{resource_id}"), [])
+            return [copy.deepcopy(v) for v in sorted(versions, key=lambda d: d[META_KEY]["version"])]
+
+    def find_by_identifier(self, tenant: str, rtype: str, system: str | None, value: str) -> list[str]:
+        with self._lock:
+            return sorted(self._by_identifier.get((tenant, rtype, system, value), set()))
+
+    def counts(self, tenants: Iterable[str] | None = None) -> dict[str, int]:
+        wanted = set(tenants) if tenants is not None else None
+        with self._lock:
+            out: dict[str, int] = {}
+            for rtype, coll in self._docs.items():
+                if wanted is None:
+                    n = len(coll)
+                else:
+                    n = sum(1 for doc in coll.values() if doc[META_KEY]["tenant"] in wanted)
+                if n:
+                    out[rtype] = n
+            return dict(sorted(out.items()))
+
+    def resource_types(self) -> list[str]:
+        with self._lock:
+            return sorted(t for t, coll in self._docs.items() if coll)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class MemoryLedger(Ledger):
+    def __init__(self, clock: Any = time.time) -> None:
+        self._lock = threading.RLock()
+        self._claims: dict[str, dict[str, Any]] = {}
+        self._files: dict[str, dict[str, Any]] = {}
+        self._clock = clock
+
+    def claim(self, tenant: str, sha256: str, path: str, owner: str, lease_seconds: float) -> ClaimAnswer:
+        key = claim_key(tenant, sha256)
+        now = self._clock()
+        with self._lock:
+            doc = self._claims.get(key)
+            if doc is None:
+                doc = new_claim_document(key, path, owner, now + lease_seconds)
+                self._claims[key] = doc
+                return ClaimAnswer(ClaimState.ACQUIRED, claim_from_document(doc, resumed=False))
+            if doc["state"] == "processing" and doc["lease_until"] < now:
+                doc.update(owner=owner, lease_until=now + lease_seconds, path=path, attempt=doc["attempt"] + 1)
+                return ClaimAnswer(ClaimState.ACQUIRED, claim_from_document(doc, resumed=True))
+            if doc["state"] == "done" and doc["outcome"] == "quarantined":
+                fresh = new_claim_document(key, path, owner, now + lease_seconds)
+                fresh["attempt"] = doc["attempt"] + 1
+                self._claims[key] = fresh
+                return ClaimAnswer(ClaimState.ACQUIRED, claim_from_document(fresh, resumed=False))
+            if doc["state"] == "processing":
+                return ClaimAnswer(ClaimState.BUSY)
+            return ClaimAnswer(ClaimState.DONE, done=dict(doc))
+
+    def _owned(self, claim: Claim) -> dict[str, Any] | None:
+        doc = self._claims.get(claim.key)
+        if doc and doc["state"] == "processing" and doc["owner"] == claim.owner and doc["attempt"] == claim.attempt:
+            return doc
+        return None
+
+    def renew(self, claim: Claim, lease_seconds: float) -> bool:
+        with self._lock:
+            doc = self._owned(claim)
+            if doc is None:
+                return False
+            doc["lease_until"] = self._clock() + lease_seconds
+            return True
+
+    def release(self, claim: Claim) -> None:
+        with self._lock:
+            doc = self._owned(claim)
+            if doc is not None:
+                doc["lease_until"] = 0.0
+
+    def complete(self, claim: Claim, outcome: str, destination: str | None) -> bool:
+        with self._lock:
+            doc = self._owned(claim)
+            if doc is None:
+                return False
+            doc.update(state="done", outcome=outcome, destination=destination, moved=False)
+            return True
+
+    def mark_moved(self, key: str) -> None:
+        with self._lock:
+            if key in self._claims:
+                self._claims[key]["moved"] = True
+
+    def save_file(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._files[record["_id"]] = copy.deepcopy(record)
+
+    def get_file(self, file_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            record = self._files.get(file_id)
+            return copy.deepcopy(record) if record else None
+
+    def files(self, tenant: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        with self._lock:
+            chosen = [f for f in self._files.values() if tenant is None or f.get("tenant") == tenant]
+        chosen.sort(key=lambda f: f.get("received_at") or "", reverse=True)
+        return [copy.deepcopy(f) for f in chosen[:limit]]
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        with self._lock:
+            for record in self._files.values():
+                out[record.get("tenant", "?")][record.get("state", "?")] += 1
+        return {t: dict(states) for t, states in sorted(out.items())}
+
+
+def new_claim_document(key: str, path: str, owner: str, lease_until: float) -> dict[str, Any]:
+    import uuid
+
+    return {
+        "_id": key,
+        "state": "processing",
+        "owner": owner,
+        "lease_until": lease_until,
+        "path": path,
+        "attempt": 1,
+        "file_id": uuid.uuid4().hex,
+        "outcome": None,
+        "destination": None,
+        "moved": False,
+    }
+
+
+def claim_from_document(doc: dict[str, Any], resumed: bool) -> Claim:
+    return Claim(doc["_id"], doc["file_id"], doc["owner"], doc["attempt"], resumed)
+
+
+class MemoryStore(Store):
+    persistent = False
+    description = "embedded in-memory store (nothing persists after this process exits)"
+
+    def __init__(self) -> None:
+        self.resources = MemoryResourceStore()
+        self.ledger = MemoryLedger()

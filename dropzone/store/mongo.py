@@ -1,0 +1,270 @@
+"""MongoDB store (pymongo). The only module that imports pymongo.
+
+Layout in one database: one collection per resourceType (``Patient``, ``Encounter``, ...),
+``_history`` for previous versions, ``_files`` (one record per received file) and ``_claims``
+(content leases). Documents are the FHIR JSON plus the ``_dz`` metadata sub-document;
+``_id`` is ``<tenant>/<id>`` so two tenants may both hold ``Patient/123``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pymongo
+from pymongo import ReplaceOne, ReturnDocument
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
+
+from dropzone.errors import StoreUnavailable
+from dropzone.store.base import (
+    META_KEY,
+    Claim,
+    ClaimAnswer,
+    ClaimState,
+    Existing,
+    Ledger,
+    ResourceStore,
+    Store,
+    claim_key,
+    existing_from_document,
+)
+from dropzone.store.memory import claim_from_document, new_claim_document
+
+HISTORY = "_history"
+FILES = "_files"
+CLAIMS = "_claims"
+_RESERVED = {HISTORY, FILES, CLAIMS}
+_DUPLICATE_KEY = 11000
+
+
+def _translate(err: PyMongoError) -> StoreUnavailable:
+    return StoreUnavailable(f"MongoDB: {err.__class__.__name__}")
+
+
+class MongoResourceStore(ResourceStore):
+    def __init__(self, db: Any) -> None:
+        self._db = db
+        self._indexed: set[str] = set()
+
+    def _coll(self, rtype: str) -> Any:
+        if rtype in _RESERVED or not rtype.isidentifier():
+            raise ValueError("not a resourceType")
+        coll = self._db[rtype]
+        if rtype not in self._indexed:
+            coll.create_index([(f"{META_KEY}.tenant", 1), ("id", 1)])
+            coll.create_index([("identifier.value", 1)], sparse=True)
+            self._indexed.add(rtype)
+        return coll
+
+    def ensure_indexes(self) -> None:
+        try:
+            self._db[HISTORY].create_index([(f"{META_KEY}.doc", 1), (f"{META_KEY}.version", 1)])
+            self._db[FILES].create_index([("tenant", 1), ("received_at", -1)])
+            self._db[FILES].create_index([("received_at", -1)])
+            self._db[CLAIMS].create_index([("state", 1), ("lease_until", 1)])
+            for name in self._db.list_collection_names():
+                if name not in _RESERVED and not name.startswith("system."):
+                    self._coll(name)
+        except PyMongoError as err:
+            raise _translate(err) from err
+
+    def existing(self, tenant: str, rtype: str, ids: Sequence[str]) -> dict[str, Existing]:
+        wanted = [f"{tenant}/{i}" for i in ids]
+        try:
+            cursor = self._coll(rtype).find({"_id": {"$in": wanted}}, {"id": 1, META_KEY: 1})
+            return {doc["id"]: existing_from_document(doc) for doc in cursor}
+        except PyMongoError as err:
+            raise _translate(err) from err
+
+    def _write_documents(
+        self, rtype: str, docs: list[dict[str, Any]], history: list[tuple[str, int]]
+    ) -> None:
+        coll = self._coll(rtype)
+        try:
+            if history:
+                old_docs = list(coll.find({"_id": {"$in": [doc_id for doc_id, _ in history]}}))
+                copies = []
+                for old in old_docs:
+                    copy = dict(old)
+                    copy[META_KEY] = dict(old[META_KEY], doc=old["_id"], type=rtype)
+                    copy["_id"] = f"{rtype}/{old['_id']}/{old[META_KEY]['version']}"
+                    copies.append(copy)
+                if copies:
+                    try:
+                        self._db[HISTORY].insert_many(copies, ordered=False)
+                    except BulkWriteError as err:
+                        # A retried file re-copies versions already kept: duplicates are fine.
+                        if any(e.get("code") != _DUPLICATE_KEY for e in err.details.get("writeErrors", [])):
+                            raise
+            if docs:
+                coll.bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs], ordered=False)
+        except PyMongoError as err:
+            raise _translate(err) from err
+
+    def _delete_document(self, rtype: str, doc_id: str) -> bool:
+        try:
+            return self._coll(rtype).delete_one({"_id": doc_id}).deleted_count == 1
+        except PyMongoError as err:
+            raise _translate(err) from err
+
+    def get_document(self, tenant: str, rtype: str, resource_id: str) -> dict[str, Any] | None:
+        try:
+            return self._coll(rtype).find_one({"_id": f"{tenant}/{resource_id}"})
+        except PyMongoError as err:
+            raise _translate(err) from err
+
+    def history(self, tenant: str, rtype: str, resource_id: str) -> list[dict[str, Any]]:
+        try:
+            cursor = self._db[HISTORY].find({f"{META_KEY}.doc": f"{tenant}/{resource_id}", f"{META_KEY}.type": rtype})
+            return sorted(cursor, key=lambda d: d[META_KEY]["version"])
+        except PyMongoError as err:
+            raise _translate(err) from err
+
+    def find_by_identifier(self, tenant: str, rtype: str, system: str | None, value: str) -> list[str]:
+        match: dict[str, Any] = {"value": value}
+        if system is not None:
+            match["system"] = system
+        query = {f"{META_KEY}.tenant": tenant, "identifier": {"$elemMatch": match}}
+        try:
+            return sorted(doc["id"] for doc in self._coll(rtype).find(query, {"id": 1}))
+        except PyMongoError as err:
+            raise _translate(err) from err
+
+    def counts(self, tenants: Iterable[str] | None = None) -> dict[str, int]:
+        query = {} if tenants is None else {f"{META_KEY}.tenant": {"$in": list(tenants)}}
+        out = {}
+        try:
+            for rtype in self.resource_types():
+                n = self._db[rtype].count_documents(query)
+                if n:
+                    out[rtype] = n
+        except PyMongoError as err:
+            raise _translate(err) from err
+        return out
+
+    def resource_types(self) -> list[str]:
+        try:
+            names = self._db.list_collection_names()
+        except PyMongoError as err:
+            raise _translate(err) from err
+        return sorted(n for n in names if n not in _RESERVED and not n.startswith("system."))
+
+    def close(self) -> None:
+        """The client is closed by MongoStore."""
+
+
+class MongoLedger(Ledger):
+    def __init__(self, db: Any, clock: Any = time.time) -> None:
+        self._claims = db[CLAIMS]
+        self._files = db[FILES]
+        self._clock = clock
+
+    def claim(self, tenant: str, sha256: str, path: str, owner: str, lease_seconds: float) -> ClaimAnswer:
+        key = claim_key(tenant, sha256)
+        now = self._clock()
+        try:
+            doc = new_claim_document(key, path, owner, now + lease_seconds)
+            try:
+                self._claims.insert_one(doc)
+                return ClaimAnswer(ClaimState.ACQUIRED, claim_from_document(doc, resumed=False))
+            except DuplicateKeyError:
+                pass
+            stolen = self._claims.find_one_and_update(
+                {"_id": key, "state": "processing", "lease_until": {"$lt": now}},
+                {"$set": {"owner": owner, "lease_until": now + lease_seconds, "path": path}, "$inc": {"attempt": 1}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if stolen is not None:
+                return ClaimAnswer(ClaimState.ACQUIRED, claim_from_document(stolen, resumed=True))
+            fresh = new_claim_document(key, path, owner, now + lease_seconds)
+            del fresh["_id"]
+            retried = self._claims.find_one_and_update(
+                {"_id": key, "state": "done", "outcome": "quarantined"},
+                {"$set": {k: v for k, v in fresh.items() if k != "attempt"}, "$inc": {"attempt": 1}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if retried is not None:
+                return ClaimAnswer(ClaimState.ACQUIRED, claim_from_document(retried, resumed=False))
+            current = self._claims.find_one({"_id": key})
+        except PyMongoError as err:
+            raise _translate(err) from err
+        if current is None or current["state"] == "processing":
+            return ClaimAnswer(ClaimState.BUSY)
+        return ClaimAnswer(ClaimState.DONE, done=current)
+
+    @staticmethod
+    def _owned(claim: Claim) -> dict[str, Any]:
+        return {"_id": claim.key, "state": "processing", "owner": claim.owner, "attempt": claim.attempt}
+
+    def renew(self, claim: Claim, lease_seconds: float) -> bool:
+        try:
+            res = self._claims.update_one(self._owned(claim), {"$set": {"lease_until": self._clock() + lease_seconds}})
+        except PyMongoError as err:
+            raise _translate(err) from err
+        return res.matched_count == 1
+
+    def release(self, claim: Claim) -> None:
+        try:
+            self._claims.update_one(self._owned(claim), {"$set": {"lease_until": 0.0}})
+        except PyMongoError as err:
+            raise _translate(err) from err
+
+    def complete(self, claim: Claim, outcome: str, destination: str | None) -> bool:
+        update = {"$set": {"state": "done", "outcome": outcome, "destination": destination, "moved": False}}
+        try:
+            return self._claims.update_one(self._owned(claim), update).matched_count == 1
+        except PyMongoError as err:
+            raise _translate(err) from err
+
+    def mark_moved(self, key: str) -> None:
+        try:
+            self._claims.update_one({"_id": key}, {"$set": {"moved": True}})
+        except PyMongoError as err:
+            raise _translate(err) from err
+
+    def save_file(self, record: dict[str, Any]) -> None:
+        try:
+            self._files.replace_one({"_id": record["_id"]}, record, upsert=True)
+        except PyMongoError as err:
+            raise _translate(err) from err
+
+    def get_file(self, file_id: str) -> dict[str, Any] | None:
+        try:
+            return self._files.find_one({"_id": file_id})
+        except PyMongoError as err:
+            raise _translate(err) from err
+
+    def files(self, tenant: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        query = {} if tenant is None else {"tenant": tenant}
+        try:
+            return list(self._files.find(query).sort("received_at", pymongo.DESCENDING).limit(limit))
+        except PyMongoError as err:
+            raise _translate(err) from err
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        pipeline = [{"$group": {"_id": {"tenant": "$tenant", "state": "$state"}, "n": {"$sum": 1}}}]
+        out: dict[str, dict[str, int]] = {}
+        try:
+            for row in self._files.aggregate(pipeline):
+                out.setdefault(row["_id"]["tenant"], {})[row["_id"]["state"]] = row["n"]
+        except PyMongoError as err:
+            raise _translate(err) from err
+        return dict(sorted(out.items()))
+
+
+class MongoStore(Store):
+    persistent = True
+
+    def __init__(self, uri: str | None = None, database: str = "dropzone", client: Any = None) -> None:
+        try:
+            self._client = client if client is not None else pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
+            db = self._client[database]
+        except PyMongoError as err:
+            raise _translate(err) from err
+        self.description = f"MongoDB database '{database}'"
+        self.resources = MongoResourceStore(db)
+        self.ledger = MongoLedger(db)
+
+    def close(self) -> None:
+        self._client.close()
