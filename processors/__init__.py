@@ -1,0 +1,1 @@
+"""Format processors (plug-ins). See ``processors.base`` for the interface."""
