@@ -36,7 +36,8 @@ class IncomingFile:
 
     @property
     def key(self) -> str:
-        return f"incoming/{self.tenant}/{self.relpath}"
+        # A file dropped straight into incoming/ has no tenant folder: tenant "" (quarantined).
+        return f"incoming/{self.tenant}/{self.relpath}" if self.tenant else f"incoming/{self.relpath}"
 
     @property
     def name(self) -> str:
