@@ -28,6 +28,9 @@ _log = logging.getLogger("dropzone.watcher")
 BURST_SECONDS = 0.2
 
 
+_AFTER_CLOSE = (-1, -1.0)
+
+
 @dataclass(slots=True)
 class _Seen:
     signature: tuple[int, float]
@@ -49,10 +52,9 @@ class Readiness:
 
     def mark_closed(self, keys: set[str]) -> None:
         for key in keys:
-            if key in self._seen:
-                self._seen[key].closed = True
-            else:
-                self._seen[key] = _Seen((-1, -1.0), self.clock(), closed=True)
+            # The next listing shows the size the writer closed with: take it as final.
+            seen = self._seen.setdefault(key, _Seen(_AFTER_CLOSE, self.clock()))
+            seen.signature, seen.closed = _AFTER_CLOSE, True
 
     def update(self, files: list[IncomingFile]) -> tuple[list[IncomingFile], float | None]:
         """(ready files, seconds until the next one may become ready or None)."""
@@ -70,7 +72,7 @@ class Readiness:
                 seen = _Seen(signature, now - max(0.0, age))
                 self._seen[f.key] = seen
             elif seen.signature != signature:
-                closed = seen.closed and seen.signature == (-1, -1.0)
+                closed = seen.closed and seen.signature == _AFTER_CLOSE
                 seen.signature, seen.since, seen.closed = signature, now, closed
             if seen.retry_at > now:
                 next_check = _earliest(next_check, seen.retry_at - now)
