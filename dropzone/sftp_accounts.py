@@ -63,12 +63,17 @@ class Account:
     password_hash_file: Path | None
 
 
+DEFAULT_JAIL_ROOT = Path("/srv/dropzone-sftp")
+DEFAULT_KEYS_DIR = Path("/etc/ssh/dropzone/authorized_keys")
+DEFAULT_SERVICE_GROUP = "dropzone"
+
+
 @dataclass(frozen=True, slots=True)
 class Layout:
     zone: Path  # the local drop zone the service watches
-    jail_root: Path = Path("/srv/dropzone-sftp")
-    keys_dir: Path = Path("/etc/ssh/dropzone/authorized_keys")
-    service_group: str = "dropzone"
+    jail_root: Path = DEFAULT_JAIL_ROOT
+    keys_dir: Path = DEFAULT_KEYS_DIR
+    service_group: str = DEFAULT_SERVICE_GROUP
     account_group: str = "dropzone-sftp"
 
     def jail(self, account: Account) -> Path:

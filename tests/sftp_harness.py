@@ -13,11 +13,43 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
+from dropzone.config import Settings, load_settings
+
 SSHD = Path("/usr/sbin/sshd")
 TOOLS = ("ssh-keygen", "sftp", "ssh")
+
+
+def _find_samples() -> Path:
+    repo = Path(__file__).resolve().parents[1]
+    for candidate in (repo.parent / "shared" / "samples", Path("/work/shared/samples")):
+        if candidate.is_dir():
+            return candidate
+    raise RuntimeError("shared samples not found next to the repository (../shared/samples)")
+
+
+SAMPLES = _find_samples()
+PATIENTS = SAMPLES / "smart-bulk-fhir-10-patients" / "Patient.000.ndjson"
+
+
+def line_count(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def zone_settings(
+    zone: str, config_dir: Path | None = None, sftp: dict[str, Any] | None = None, **pipeline: Any
+) -> Settings:
+    """Settings for a test zone: no env, validation in-process, no quiet period unless asked."""
+    settings = load_settings(config_dir=config_dir, env={}, zone=zone, sftp=sftp)
+    if config_dir is None:
+        settings = settings.model_copy(update={"tenants": {}})
+    values: dict[str, Any] = {"validation_workers": 0, "quiet_seconds": 0.0}
+    values.update(pipeline)
+    return settings.model_copy(update={"pipeline": settings.pipeline.model_copy(update=values)})
 
 
 def missing_openssh() -> str | None:

@@ -214,22 +214,32 @@ class SftpSource(Source):
     # -- moving and writing -----------------------------------------------------------------------
 
     def move(self, file: IncomingFile, dest_key: str) -> str:
-        src = self._remote(file.key)
+        return self._move(file.key, dest_key)
+
+    def move_key(self, src_key: str, dest_key: str) -> str:
+        return self._move(src_key, dest_key)
+
+    def _move(self, src_key: str, dest_key: str) -> str:
+        src = self._remote(src_key)
         tried: list[str] = []  # survives a reconnect: a rename whose reply was lost may have happened
+        size: list[int] = []
 
         def attempt(sftp: paramiko.SFTPClient) -> str:
-            if _lstat(sftp, src) is None:
-                done = self._already_there(sftp, tried, file.size)
+            attrs = _lstat(sftp, src)
+            if attrs is None or not statmod.S_ISREG(attrs.st_mode or 0):
+                done = self._already_there(sftp, tried, size[0]) if size else None
                 if done is not None:
                     return done
-                raise SourceFileGone(file.key)
+                raise SourceFileGone(src_key)
+            size[:] = [attrs.st_size or 0]
             used = self._rename_unique(sftp, src, dest_key, tried)
             if used is None:
-                raise SourceFileGone(file.key)
+                raise SourceFileGone(src_key)
             return used
 
-        used = self._run_status("move", file.key, attempt)
-        self._prune_empty_dirs(posixpath.dirname(file.key))
+        used = self._run_status("move", src_key, attempt)
+        if src_key.startswith(f"{INCOMING}/"):
+            self._prune_empty_dirs(posixpath.dirname(src_key))
         return used
 
     def _already_there(self, sftp: paramiko.SFTPClient, tried: list[str], size: int) -> str | None:
