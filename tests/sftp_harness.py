@@ -90,6 +90,13 @@ def keygen(path: Path, comment: str = "dropzone-test") -> Path:
     return path
 
 
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 class SshServer:
     def __init__(
         self,
@@ -183,9 +190,13 @@ class SshServer:
                 proc.kill()
             except psutil.NoSuchProcess:
                 pass
-        psutil.wait_procs(victims, timeout=10)
         self.proc.wait(timeout=10)
         self.proc = None
+        # A killed session is dead once it is a zombie (its sockets are closed); whoever reaps
+        # orphans here may take its time, so do not wait for that.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_running(p) for p in victims):
+            time.sleep(0.01)
 
     def restart(self) -> SshServer:
         self.stop()

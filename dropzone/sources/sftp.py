@@ -92,6 +92,7 @@ def _is_missing(err: OSError) -> bool:
 
 class SftpSource(Source):
     uploads_are_atomic = False
+    mtime_is_local = False  # the server's clock, in whole seconds
 
     def __init__(
         self, endpoint: Endpoint, root: str, options: SftpOptions, *, temp_dir: str | None = None
