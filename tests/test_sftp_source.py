@@ -297,3 +297,36 @@ def test_server_down_is_a_transient_error(
             src.list_incoming()
         own_server.start()
         assert src.list_incoming() == []  # and it comes back by itself
+
+
+def _replay_after_success(source: SftpSource, monkeypatch: pytest.MonkeyPatch, operation: str) -> None:
+    """Make ``operation`` run twice, as after a connection that dropped just after the server
+    did the work but before its reply arrived: the second run must notice, not repeat it."""
+    real_run = source.connection.run
+
+    def run_twice(what: str, fn: Any) -> Any:
+        if what != operation:
+            return real_run(what, fn)
+        real_run(what, fn)
+        return real_run(what, fn)
+
+    monkeypatch.setattr(source.connection, "run", run_twice)
+
+
+def test_a_move_whose_reply_was_lost_is_not_repeated(
+    source: SftpSource, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(remote / "incoming/acme/a.ndjson", b"payload")
+    file = source.stat("incoming/acme/a.ndjson")
+    assert file is not None
+    _replay_after_success(source, monkeypatch, "move")
+    assert source.move(file, "archived/acme/a.ndjson") == "archived/acme/a.ndjson"
+    assert sorted(p.name for p in (remote / "archived/acme").iterdir()) == ["a.ndjson"]
+
+
+def test_an_upload_whose_reply_was_lost_is_not_repeated(
+    source: SftpSource, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _replay_after_success(source, monkeypatch, "upload")
+    assert source.put_bytes("quarantine/acme/r.error.json", b"{}") == "quarantine/acme/r.error.json"
+    assert sorted(p.name for p in (remote / "quarantine/acme").iterdir()) == ["r.error.json"]

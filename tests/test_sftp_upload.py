@@ -9,6 +9,7 @@ Uploads use the real `sftp` client in batch mode; the folder watcher and pipelin
 from __future__ import annotations
 
 import io
+import logging
 import subprocess
 import threading
 import time
@@ -38,6 +39,7 @@ from dropzone.errors import ConfigError
 from dropzone.models import FileResult, IncomingFile, Outcome
 from dropzone.pipeline.runner import Pipeline
 from dropzone.sftp_accounts import Layout, accounts_from_settings, render_setup_script, render_sshd_config
+from dropzone.sources import open_source
 from dropzone.sources.folder import FolderSource
 from dropzone.store.memory import MemoryStore
 from dropzone.watcher import Watcher
@@ -396,3 +398,24 @@ def test_a_temporary_name_waits_until_the_client_renames_it(jail: Jail) -> None:
         [result] = Watcher(pipe, source, pipe.settings).drain_once()
     assert result.name == "renamed.ndjson" and result.outcome is Outcome.ARCHIVED
     assert result.counts.read == line_count(PATIENTS)
+
+
+@needs_jail
+def test_sftp_source_password_from_env_or_file_is_never_logged(
+    jail: Jail, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The paramiko source logs in with a password (here: a tenant's jail, as a remote zone)."""
+    url = f"sftp://gamma-it@127.0.0.1:{jail.server.port}/"
+    env = {"DROPZONE_SFTP__PASSWORD": PASSWORD, "DROPZONE_SFTP__KNOWN_HOSTS": str(jail.known_hosts)}
+    from_env = load_settings(config_dir=tmp_path, env=env, zone=url)
+    password_file = tmp_path / "password"
+    password_file.write_text(PASSWORD + "\n")
+    sftp = {"password_file": str(password_file), "known_hosts": str(jail.known_hosts)}
+    from_file = load_settings(config_dir=tmp_path, env={}, zone=url, sftp=sftp)
+    caplog.set_level(logging.DEBUG)
+    for settings in (from_env, from_file):
+        assert PASSWORD not in str(settings.redacted())
+        with open_source(url, settings) as source:
+            source.start()
+            assert source.exists("incoming")
+    assert PASSWORD not in caplog.text

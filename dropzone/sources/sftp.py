@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dropzone.sources.sftp")
 
 _MAX_SUFFIX = 10_000
+_PREFETCH_REQUESTS = 64  # x 32 KiB reads in flight
 T = TypeVar("T")
 Sender = Callable[[paramiko.SFTPClient, str], object]
 
@@ -180,7 +181,8 @@ class SftpSource(Source):
         def download(sftp: paramiko.SFTPClient) -> None:
             try:
                 with local.open("wb") as out:  # "wb": a retried download starts again from zero
-                    sftp.getfo(remote, out)
+                    # Bounded read-ahead: fast, without buffering a whole large file in memory.
+                    sftp.getfo(remote, out, max_concurrent_prefetch_requests=_PREFETCH_REQUESTS)
             except OSError as err:
                 raise_if_disconnected(sftp, err)
                 if _is_missing(err) and _lstat(sftp, remote) is None:
