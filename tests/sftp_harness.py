@@ -156,7 +156,8 @@ class SshServer:
     # -- life cycle --------------------------------------------------------------------------------
 
     def start(self) -> SshServer:
-        Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation folder
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation folder
         cmd = [str(SSHD), "-D", "-e", "-f", str(self.config)]
         if self.namespace_script is not None:
             script = self.workdir / "namespace.sh"

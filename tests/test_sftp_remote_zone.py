@@ -40,11 +40,14 @@ SMALL_FILES = [
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[SshServer]:
+def client_key(tmp_path: Path) -> Path:
+    return keygen(tmp_path / "id_ed25519")
+
+
+@pytest.fixture
+def server(tmp_path: Path, client_key: Path) -> Iterator[SshServer]:
     srv = SshServer(tmp_path / "sshd")
-    key = keygen(tmp_path / "id_ed25519")
-    srv.authorize(USER, key.with_suffix(".pub"))
-    srv.client_key = key  # type: ignore[attr-defined]
+    srv.authorize(USER, client_key.with_suffix(".pub"))
     with srv:
         yield srv
 
@@ -59,7 +62,7 @@ def remote(tmp_path: Path) -> Path:
 def settings_for(server: SshServer, remote: Path, tmp_path: Path, **pipeline: object) -> Settings:
     kh = server.write_known_hosts(tmp_path / "known_hosts")
     url = f"sftp://{USER}@127.0.0.1:{server.port}{remote}"
-    sftp = {"identity_file": str(server.client_key), "known_hosts": str(kh)}  # type: ignore[attr-defined]
+    sftp = {"identity_file": str(tmp_path / "id_ed25519"), "known_hosts": str(kh)}
     return zone_settings(url, sftp=sftp, **pipeline)
 
 
@@ -204,7 +207,9 @@ def test_server_killed_mid_run_nothing_lost_or_loaded_twice(
     assert sorted(r["name"] for r in ledger) == sorted(r.name for r in results)
 
 
-def test_cli_run_once_json_on_an_sftp_zone(server: SshServer, remote: Path, tmp_path: Path) -> None:
+def test_cli_run_once_json_on_an_sftp_zone(
+    server: SshServer, client_key: Path, remote: Path, tmp_path: Path
+) -> None:
     drop(remote, "acme", BULK / "Device.000.ndjson")
     kh = server.write_known_hosts(tmp_path / "known_hosts")
     url = f"sftp://{USER}@127.0.0.1:{server.port}{remote}"
@@ -212,7 +217,7 @@ def test_cli_run_once_json_on_an_sftp_zone(server: SshServer, remote: Path, tmp_
     config.mkdir()
     env = {"DROPZONE_PIPELINE__VALIDATION_WORKERS": "0", "DROPZONE_PIPELINE__QUIET_SECONDS": "0.2"}
     args = ["--config", str(config), "run", "--once", "--json", "--zone", url]
-    args += ["--identity", str(server.client_key), "--known-hosts", str(kh)]  # type: ignore[attr-defined]
+    args += ["--identity", str(client_key), "--known-hosts", str(kh)]
 
     result = CliRunner().invoke(main, args, env=env)
 
@@ -223,7 +228,9 @@ def test_cli_run_once_json_on_an_sftp_zone(server: SshServer, remote: Path, tmp_
     assert list((remote / "archived/acme").rglob("Device.000.ndjson"))
 
 
-def test_cli_refuses_an_unknown_host_key(server: SshServer, remote: Path, tmp_path: Path) -> None:
+def test_cli_refuses_an_unknown_host_key(
+    server: SshServer, client_key: Path, remote: Path, tmp_path: Path
+) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     drop(remote, "acme", BULK / "Device.000.ndjson")
@@ -231,7 +238,7 @@ def test_cli_refuses_an_unknown_host_key(server: SshServer, remote: Path, tmp_pa
     config = tmp_path / "config"
     config.mkdir()
     args = ["--config", str(config), "run", "--once", "--json", "--zone", url]
-    args += ["--identity", str(server.client_key), "--known-hosts", str(empty)]  # type: ignore[attr-defined]
+    args += ["--identity", str(client_key), "--known-hosts", str(empty)]
 
     result = CliRunner().invoke(main, args)
 

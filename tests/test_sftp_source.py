@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -330,3 +331,15 @@ def test_an_upload_whose_reply_was_lost_is_not_repeated(
     _replay_after_success(source, monkeypatch, "upload")
     assert source.put_bytes("quarantine/acme/r.error.json", b"{}") == "quarantine/acme/r.error.json"
     assert sorted(p.name for p in (remote / "quarantine/acme").iterdir()) == ["r.error.json"]
+
+
+def test_threads_share_one_source(source: SftpSource, remote: Path) -> None:
+    for i in range(8):
+        write(remote / f"quarantine/acme/r{i}.json", b"%d" % i * 5000)
+
+    def read(i: int) -> bytes:
+        return source.read_bytes(f"quarantine/acme/r{i}.json")
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(read, [i % 8 for i in range(40)]))
+    assert got == [b"%d" % (i % 8) * 5000 for i in range(40)]
