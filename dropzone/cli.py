@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dropzone import log
+from dropzone.cli_sftp import cli_sftp_overrides, sftp_config, sftp_connection_options
 from dropzone.config import TENANT_NAME, Settings, load_settings
 from dropzone.errors import DropzoneError, SourceFileGone, UsageError
 from dropzone.models import FileResult, IncomingFile, Outcome
@@ -43,6 +44,7 @@ class Context:
         self.log_level = log_level
 
     def settings(self, **overrides: Any) -> Settings:
+        overrides.setdefault("sftp", cli_sftp_overrides())
         try:
             settings = load_settings(self.config_dir, **overrides)
         except UsageError as err:
@@ -72,9 +74,15 @@ def main(ctx: click.Context, config_dir: str | None, log_format: str | None, log
     ctx.obj = Context(config_dir, log_format, log_level)
 
 
-zone_option = click.option(
-    "--zone", metavar="ZONE", help="Drop zone: a folder, s3://bucket/prefix or sftp://user@host:port/path."
-)
+def zone_option(func: Any) -> Any:
+    func = sftp_connection_options(func)
+    return click.option(
+        "--zone",
+        metavar="ZONE",
+        help="Drop zone: a folder, s3://bucket/prefix or sftp://user@host:port/path.",
+    )(func)
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout.")
 
 
@@ -410,6 +418,9 @@ def _install_signal_handlers(stop: threading.Event, service: Service) -> None:
 
     signal.signal(signal.SIGINT, on_sigint)
     signal.signal(signal.SIGTERM, on_sigterm)
+
+
+main.add_command(sftp_config)
 
 
 @contextlib.contextmanager
