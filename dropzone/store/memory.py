@@ -13,6 +13,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import orjson
+
 from dropzone.store.base import (
     META_KEY,
     Claim,
@@ -23,15 +25,28 @@ from dropzone.store.base import (
     ResourceStore,
     Store,
     claim_key,
-    existing_from_document,
 )
 
 
 class MemoryResourceStore(ResourceStore):
+    """Documents are held as orjson bytes, with their metadata in a tuple beside them.
+
+    Why not dicts: Python's cyclic garbage collector re-scans every container object the process
+    holds, and a parsed FHIR resource is ~80 of them. With a growing store, collections triggered
+    by ordinary allocations took ~60% of the pipeline process's CPU at 143k stored resources (and
+    more as the store grows), and each document cost ~5.6 KB of objects. Bytes are not tracked by
+    the collector and take ~1.5 KB; tuples of plain values get untracked by it. Reads decode a
+    fresh copy, which also replaces the deep copy callers needed before.
+    """
+
     def __init__(self) -> None:
         self._lock = threading.RLock()
-        self._docs: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-        self._history: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        # resourceType -> document id -> document as orjson bytes
+        self._docs: dict[str, dict[str, bytes]] = defaultdict(dict)
+        # resourceType -> document id -> (tenant, hash, version, file_sha256, first_ingested)
+        self._meta: dict[str, dict[str, tuple[str, str, int, str | None, str]]] = defaultdict(dict)
+        # (resourceType, document id) -> [(version, document bytes)]
+        self._history: dict[tuple[str, str], list[tuple[int, bytes]]] = defaultdict(list)
         self._by_identifier: dict[tuple[str, str, str | None, str], set[str]] = defaultdict(set)
 
     def ensure_indexes(self) -> None:
@@ -39,37 +54,44 @@ class MemoryResourceStore(ResourceStore):
 
     def existing(self, tenant: str, rtype: str, ids: Sequence[str]) -> dict[str, Existing]:
         with self._lock:
-            coll = self._docs.get(rtype, {})
+            metas = self._meta.get(rtype, {})
             found = {}
             for rid in ids:
-                doc = coll.get(f"{tenant}/{rid}")
-                if doc is not None:
-                    found[rid] = existing_from_document(doc)
+                meta = metas.get(f"{tenant}/{rid}")
+                if meta is not None:
+                    found[rid] = Existing(meta[1], meta[2], meta[3], meta[4])
             return found
 
     def _write_documents(
         self, rtype: str, docs: list[dict[str, Any]], history: list[tuple[str, int]]
     ) -> None:
         with self._lock:
-            coll = self._docs[rtype]
+            coll, metas = self._docs[rtype], self._meta[rtype]
             for doc_id, _version in history:
                 old = coll.get(doc_id)
                 if old is not None:
+                    old_version = metas[doc_id][2]
                     versions = self._history[(rtype, doc_id)]
-                    if not any(v[META_KEY]["version"] == old[META_KEY]["version"] for v in versions):
-                        versions.append(old)
+                    if not any(v == old_version for v, _ in versions):
+                        versions.append((old_version, old))
             for doc in docs:
-                old = coll.get(doc["_id"])
+                doc_id = doc["_id"]
+                old = coll.get(doc_id)
                 if old is not None:
-                    self._unindex(rtype, old)
-                coll[doc["_id"]] = doc
+                    self._unindex(rtype, orjson.loads(old))
+                # An exact-size copy: the bytes orjson returns keep its growth buffer allocated
+                # (measured: 3.3x their length retained for 1.5 KB documents).
+                coll[doc_id] = bytes(memoryview(orjson.dumps(doc)))
+                m = doc[META_KEY]
+                metas[doc_id] = (m["tenant"], m["hash"], m["version"], m["file_sha256"], m["first_ingested"])
                 self._index(rtype, doc)
 
     def _delete_document(self, rtype: str, doc_id: str) -> bool:
         with self._lock:
             old = self._docs.get(rtype, {}).pop(doc_id, None)
+            self._meta.get(rtype, {}).pop(doc_id, None)
             if old is not None:
-                self._unindex(rtype, old)
+                self._unindex(rtype, orjson.loads(old))
             return old is not None
 
     def _identifier_keys(self, rtype: str, doc: dict[str, Any]) -> list[tuple[str, str, str | None, str]]:
@@ -92,12 +114,12 @@ class MemoryResourceStore(ResourceStore):
     def get_document(self, tenant: str, rtype: str, resource_id: str) -> dict[str, Any] | None:
         with self._lock:
             doc = self._docs.get(rtype, {}).get(f"{tenant}/{resource_id}")
-            return copy.deepcopy(doc) if doc is not None else None
+        return orjson.loads(doc) if doc is not None else None
 
     def history(self, tenant: str, rtype: str, resource_id: str) -> list[dict[str, Any]]:
         with self._lock:
-            versions = self._history.get((rtype, f"{tenant}/{resource_id}"), [])
-            return [copy.deepcopy(v) for v in sorted(versions, key=lambda d: d[META_KEY]["version"])]
+            versions = sorted(self._history.get((rtype, f"{tenant}/{resource_id}"), []))
+        return [orjson.loads(doc) for _, doc in versions]
 
     def find_by_identifier(self, tenant: str, rtype: str, system: str | None, value: str) -> list[str]:
         with self._lock:
@@ -111,7 +133,7 @@ class MemoryResourceStore(ResourceStore):
                 if wanted is None:
                     n = len(coll)
                 else:
-                    n = sum(1 for doc in coll.values() if doc[META_KEY]["tenant"] in wanted)
+                    n = sum(1 for meta in self._meta[rtype].values() if meta[0] in wanted)
                 if n:
                     out[rtype] = n
             return dict(sorted(out.items()))
