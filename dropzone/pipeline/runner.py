@@ -30,6 +30,7 @@ from dropzone.config import Settings, TenantSettings
 from dropzone.errors import DropzoneError, FileRejected, SourceFileGone, TransientError
 from dropzone.log import event
 from dropzone.models import Counts, FileResult, IncomingFile, Outcome
+from dropzone.pipeline.gctune import tune_gc
 from dropzone.pipeline.lease import Heartbeat, LeaseLost
 from dropzone.pipeline.loader import Loader, LoadResult
 from dropzone.pipeline.report import RejectLog, build_report
@@ -68,6 +69,7 @@ class Pipeline:
         self.worker_id = worker_id or default_worker_id()
         self.progress = progress
         self.validator = Validator(settings.pipeline.validation_workers)
+        tune_gc()  # process-wide; see gctune for the measurements
         self.last_times: dict[str, float] = {}
         # Set to abandon the file in progress (SIGTERM): its lease is released, it stays in incoming/.
         self.cancel = threading.Event()
