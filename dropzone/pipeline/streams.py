@@ -48,9 +48,7 @@ class CappedReader(io.RawIOBase):
             raise FileRejected("corrupt_gzip", "the gzip stream is corrupt or truncated") from err
         self._seen += len(data)
         if self._seen > self._cap:
-            raise FileRejected(
-                "too_large", f"decompressed content exceeds the limit of {self._cap} bytes"
-            )
+            raise FileRejected("too_large", f"decompressed content exceeds the limit of {self._cap} bytes")
         buffer[: len(data)] = data
         return len(data)
 

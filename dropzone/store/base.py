@@ -48,6 +48,8 @@ class WriteResult:
     loaded: int = 0
     unchanged: int = 0
     new_ids: list[tuple[str, str]] = field(default_factory=list)
+    # (type, id) of every resource counted as loaded: callers map them back to their records.
+    written: set[tuple[str, str]] = field(default_factory=set)
 
 
 def document_id(tenant: str, resource_id: str) -> str:
@@ -131,6 +133,7 @@ class ResourceStore(ABC):
                     if before is not None and before.hash == w.hash:
                         if file_sha256 is not None and before.file_sha256 == file_sha256:
                             result.loaded += 1
+                            result.written.add((rtype, w.id))
                         else:
                             result.unchanged += 1
                         continue
@@ -145,6 +148,7 @@ class ResourceStore(ABC):
                         )
                     )
                     result.loaded += 1
+                    result.written.add((rtype, w.id))
                 if docs:
                     self._write_documents(rtype, docs, history)
         return result

@@ -141,7 +141,9 @@ class MemoryLedger(Ledger):
                 self._claims[key] = doc
                 return ClaimAnswer(ClaimState.ACQUIRED, claim_from_document(doc, resumed=False))
             if doc["state"] == "processing" and doc["lease_until"] < now:
-                doc.update(owner=owner, lease_until=now + lease_seconds, path=path, attempt=doc["attempt"] + 1)
+                doc.update(
+                    owner=owner, lease_until=now + lease_seconds, path=path, attempt=doc["attempt"] + 1
+                )
                 return ClaimAnswer(ClaimState.ACQUIRED, claim_from_document(doc, resumed=True))
             if doc["state"] == "done" and doc["outcome"] == "quarantined":
                 fresh = new_claim_document(key, path, owner, now + lease_seconds)
@@ -154,7 +156,12 @@ class MemoryLedger(Ledger):
 
     def _owned(self, claim: Claim) -> dict[str, Any] | None:
         doc = self._claims.get(claim.key)
-        if doc and doc["state"] == "processing" and doc["owner"] == claim.owner and doc["attempt"] == claim.attempt:
+        if (
+            doc
+            and doc["state"] == "processing"
+            and doc["owner"] == claim.owner
+            and doc["attempt"] == claim.attempt
+        ):
             return doc
         return None
 

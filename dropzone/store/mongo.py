@@ -116,7 +116,9 @@ class MongoResourceStore(ResourceStore):
 
     def history(self, tenant: str, rtype: str, resource_id: str) -> list[dict[str, Any]]:
         try:
-            cursor = self._db[HISTORY].find({f"{META_KEY}.doc": f"{tenant}/{resource_id}", f"{META_KEY}.type": rtype})
+            cursor = self._db[HISTORY].find(
+                {f"{META_KEY}.doc": f"{tenant}/{resource_id}", f"{META_KEY}.type": rtype}
+            )
             return sorted(cursor, key=lambda d: d[META_KEY]["version"])
         except PyMongoError as err:
             raise _translate(err) from err
@@ -172,7 +174,10 @@ class MongoLedger(Ledger):
                 pass
             stolen = self._claims.find_one_and_update(
                 {"_id": key, "state": "processing", "lease_until": {"$lt": now}},
-                {"$set": {"owner": owner, "lease_until": now + lease_seconds, "path": path}, "$inc": {"attempt": 1}},
+                {
+                    "$set": {"owner": owner, "lease_until": now + lease_seconds, "path": path},
+                    "$inc": {"attempt": 1},
+                },
                 return_document=ReturnDocument.AFTER,
             )
             if stolen is not None:
@@ -199,7 +204,9 @@ class MongoLedger(Ledger):
 
     def renew(self, claim: Claim, lease_seconds: float) -> bool:
         try:
-            res = self._claims.update_one(self._owned(claim), {"$set": {"lease_until": self._clock() + lease_seconds}})
+            res = self._claims.update_one(
+                self._owned(claim), {"$set": {"lease_until": self._clock() + lease_seconds}}
+            )
         except PyMongoError as err:
             raise _translate(err) from err
         return res.matched_count == 1
@@ -258,7 +265,9 @@ class MongoStore(Store):
 
     def __init__(self, uri: str | None = None, database: str = "dropzone", client: Any = None) -> None:
         try:
-            self._client = client if client is not None else pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
+            self._client = (
+                client if client is not None else pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
+            )
             db = self._client[database]
         except PyMongoError as err:
             raise _translate(err) from err

@@ -1,0 +1,487 @@
+"""One path for every file: claim -> sniff -> process -> store -> report -> move.
+
+Crash safety comes from the order of effects:
+1. the content (tenant + sha256) is claimed with a lease, renewed while we work;
+2. resources are upserted idempotently, tagged with the file's sha256;
+3. the report is written, then the ledger records the outcome and destination (``complete``);
+4. the file is moved, then the ledger notes the move.
+A worker dying anywhere before 3 leaves a lease that expires; the next worker redoes the file and,
+because upserts are idempotent and same-file rewrites count as loaded, ends with the same counts
+and no duplicate documents. Dying between 3 and 4 leaves a finished claim whose file is still in
+incoming/: the next worker only completes the move.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dropzone.config import Settings, TenantSettings
+from dropzone.errors import DropzoneError, FileRejected, SourceFileGone, TransientError
+from dropzone.log import event
+from dropzone.models import Counts, FileResult, IncomingFile, Outcome
+from dropzone.pipeline.lease import Heartbeat, LeaseLost
+from dropzone.pipeline.loader import Loader, LoadResult
+from dropzone.pipeline.report import RejectLog, build_report
+from dropzone.pipeline.sniff import sniff
+from dropzone.pipeline.streams import open_payload, sha256_file
+from dropzone.pipeline.validate import Validator
+from dropzone.sources.base import ARCHIVED, QUARANTINE, Source, with_suffix_number
+from dropzone.store.base import Claim, ClaimState, Store, utc_now_iso
+from processors.base import Issue, Processor, ProcessorContext
+from processors.registry import choose
+
+_log = logging.getLogger("dropzone.pipeline")
+UNKNOWN_TENANT = "_unknown"
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Pipeline:
+    """Processes files of one drop zone into one store. Thread-compatible, not thread-safe:
+    give each worker thread its own Pipeline (they may share the store)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        source: Source,
+        worker_id: str | None = None,
+        progress: Callable[[IncomingFile, int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.source = source
+        self.worker_id = worker_id or default_worker_id()
+        self.progress = progress
+        self.validator = Validator(settings.pipeline.validation_workers)
+        self.last_times: dict[str, float] = {}
+        # Set to abandon the file in progress (SIGTERM): its lease is released, it stays in incoming/.
+        self.cancel = threading.Event()
+
+    def close(self) -> None:
+        self.validator.close()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- entry points -------------------------------------------------------------------------------
+
+    def drain(self, files: list[IncomingFile] | None = None) -> list[FileResult]:
+        """Process every listed file once (files another worker holds are skipped)."""
+        todo = self.source.list_incoming() if files is None else files
+        results = []
+        for file in sorted(todo, key=lambda f: (f.mtime, f.key)):
+            result = self.process(file)
+            if result is not None:
+                results.append(result)
+        return results
+
+    def process(self, file: IncomingFile) -> FileResult | None:
+        """Process one complete incoming file. None when it was skipped (busy elsewhere, gone,
+        or a transient error left it in incoming/ for a later attempt)."""
+        started = time.monotonic()
+        tenant = self.settings.tenant(file.tenant) if file.tenant else None
+        ledger_tenant = tenant.name if tenant else UNKNOWN_TENANT
+        try:
+            with self.source.local_copy(file) as path:
+                sha = sha256_file(path)
+                answer = self.store.ledger.claim(
+                    ledger_tenant, sha, file.key, self.worker_id, self.settings.pipeline.lease_seconds
+                )
+                if answer.state is ClaimState.BUSY:
+                    event(_log, "file.busy", logging.DEBUG, key=file.key)
+                    return None
+                if answer.state is ClaimState.DONE:
+                    assert answer.done is not None
+                    return self._already_done(file, ledger_tenant, sha, answer.done, started)
+                assert answer.claim is not None
+                return self._claimed(file, path, sha, tenant, answer.claim, started)
+        except SourceFileGone:
+            event(_log, "file.gone", logging.INFO, key=file.key)
+            return None
+        except TransientError as err:
+            event(_log, "file.retry_later", logging.WARNING, key=file.key, error_type=type(err).__name__)
+            return None
+
+    # -- a claimed file ----------------------------------------------------------------------------
+
+    def _claimed(
+        self,
+        file: IncomingFile,
+        path: Path,
+        sha: str,
+        tenant: TenantSettings | None,
+        claim: Claim,
+        started: float,
+    ) -> FileResult | None:
+        received = utc_now_iso()
+        record: dict[str, Any] = {
+            "_id": claim.file_id,
+            "tenant": tenant.name if tenant else UNKNOWN_TENANT,
+            "key": file.key,
+            "name": file.name,
+            "size": file.size,
+            "sha256": sha,
+            "state": "processing",
+            "received_at": received,
+            "attempt": claim.attempt,
+            "worker": self.worker_id,
+        }
+        if claim.resumed:
+            previous = self.store.ledger.get_file(claim.file_id)
+            if previous:
+                record["received_at"] = previous.get("received_at", received)
+        self.store.ledger.save_file(record)
+        event(
+            _log, "file.claimed", key=file.key, sha256=sha[:12], attempt=claim.attempt, resumed=claim.resumed
+        )
+        with Heartbeat(
+            self.store.ledger, claim, self.settings.pipeline.lease_seconds, self.cancel
+        ) as heartbeat:
+            try:
+                return self._process_claimed(file, path, sha, tenant, claim, heartbeat, record, started)
+            except LeaseLost:
+                event(_log, "file.lease_lost", logging.WARNING, key=file.key)
+                return None
+            except TransientError:
+                self.store.ledger.release(claim)
+                raise
+
+    def _process_claimed(
+        self,
+        file: IncomingFile,
+        path: Path,
+        sha: str,
+        tenant: TenantSettings | None,
+        claim: Claim,
+        heartbeat: Heartbeat,
+        record: dict[str, Any],
+        started: float,
+    ) -> FileResult | None:
+        counts = Counts()
+        rejects = RejectLog(self.settings.pipeline.max_report_errors)
+        error: Issue | None = None
+        processor: Processor | None = None
+        load: LoadResult | None = None
+        if tenant is None:
+            error = Issue(
+                "unknown_tenant",
+                "the tenant folder is not declared in config/tenants/ "
+                "(or files were dropped directly into incoming/)",
+            )
+        else:
+            try:
+                sniffed = sniff(path, self.settings.pipeline)
+                processor_cls = choose(sniffed, tenant)
+                if processor_cls is None:
+                    raise FileRejected("no_processor", f"no processor accepts this {sniffed.kind} file")
+                limits = self.settings.pipeline
+                context = ProcessorContext(
+                    settings=self.settings,
+                    tenant=tenant,
+                    resources=self.store.resources,
+                    open_payload=lambda: open_payload(path, sniffed.gzipped, limits.max_decompressed_bytes),
+                    path=path,
+                    sniffed=sniffed,
+                    name=file.name,
+                )
+                processor = processor_cls(context)
+                load = self._load(processor, tenant, sha, rejects, heartbeat, file)
+                counts = load.counts
+            except FileRejected as err:
+                error = Issue(err.code, err.message)
+            except (LeaseLost, TransientError):
+                raise
+            except Exception as err:  # a bug must not stop the service or lose the file
+                _log.exception("file.internal_error", extra={"dz_fields": {"key": file.key}})
+                error = Issue(
+                    "internal_error",
+                    f"processing failed unexpectedly ({type(err).__name__}); "
+                    "the file is kept in quarantine and can be replayed",
+                )
+        outcome = decide_outcome(
+            counts, error, atomic_failed=bool(processor and self._atomic(processor, tenant))
+        )
+        if error is None and outcome is Outcome.QUARANTINED:
+            error = quarantine_reason(counts, processor)
+        if load is not None:
+            self.last_times = load.times.as_dict()
+        return self._finish(
+            file, claim, sha, tenant, outcome, counts, error, rejects, processor, record, started
+        )
+
+    def _atomic(self, processor: Processor, tenant: TenantSettings | None) -> bool:
+        try:
+            return processor.atomic() or (
+                tenant is not None and self.settings.policy_for(tenant.name) == "file"
+            )
+        except FileRejected:
+            return False
+
+    def _load(
+        self,
+        processor: Processor,
+        tenant: TenantSettings,
+        sha: str,
+        rejects: RejectLog,
+        heartbeat: Heartbeat,
+        file: IncomingFile,
+    ) -> LoadResult:
+        pipeline = self.settings.pipeline
+        loader = Loader(
+            self.store.resources,
+            self.validator,
+            tenant.name,
+            pipeline.batch_size,
+            in_flight=max(2, pipeline.validation_workers * 2),
+            progress=(lambda n: self.progress(file, n)) if self.progress else None,
+        )
+        if not self._atomic(processor, tenant):
+            return loader.run(processor.records(), rejects, write=True, file_sha256=sha, heartbeat=heartbeat)
+        # All or nothing: validate every record first, store only if none failed.
+        checked = loader.run(processor.records(), rejects, write=False, file_sha256=sha, heartbeat=heartbeat)
+        if checked.counts.rejected:
+            checked.counts.unchanged = 0
+            return checked
+        loader.progress = None
+        stored = loader.run(
+            processor.records(),
+            RejectLog(1),
+            write=True,
+            file_sha256=sha,
+            heartbeat=heartbeat,
+            validate=False,
+        )
+        stored.times.validate += checked.times.validate
+        stored.times.parse += checked.times.parse
+        return stored
+
+    # -- finishing -----------------------------------------------------------------------------------
+
+    def _finish(
+        self,
+        file: IncomingFile,
+        claim: Claim,
+        sha: str,
+        tenant: TenantSettings | None,
+        outcome: Outcome,
+        counts: Counts,
+        error: Issue | None,
+        rejects: RejectLog,
+        processor: Processor | None,
+        record: dict[str, Any],
+        started: float,
+    ) -> FileResult | None:
+        area_tenant = tenant.name if tenant else UNKNOWN_TENANT
+        day = datetime.now(UTC).strftime("%Y/%m/%d")
+        destination = self._free_key(f"{outcome.area}/{area_tenant}/{day}/{file.name}")
+        report_key = rejects_key = None
+        if outcome in (Outcome.QUARANTINED, Outcome.PARTIAL):
+            base = (
+                destination
+                if outcome is Outcome.QUARANTINED
+                else self._free_key(f"{QUARANTINE}/{area_tenant}/{day}/{file.name}")
+            )
+            if outcome is Outcome.PARTIAL and processor is not None:
+                rejects_key = self._write_rejects(
+                    processor, rejects, f"{base}.rejects.{processor.rejects_extension}"
+                )
+            report = build_report(
+                file_name=file.name,
+                original_key=file.key,
+                tenant=area_tenant,
+                sha256=sha,
+                processor=processor.name if processor else None,
+                outcome=outcome.value,
+                counts=counts,
+                error=error,
+                rejects=rejects,
+                destination=destination,
+                rejects_key=rejects_key,
+                generated_at=utc_now_iso(),
+            )
+            report_key = self.source.put_bytes(f"{base}.error.json", report)
+        if not self.store.ledger.complete(claim, outcome.value, destination):
+            event(_log, "file.lease_lost", logging.WARNING, key=file.key)
+            return None
+        moved_to = self.source.move(file, destination)
+        self.store.ledger.mark_moved(claim.key)
+        seconds = round(time.monotonic() - started, 3)
+        record.update(
+            state=outcome.value,
+            counts=counts.as_dict(),
+            processor=processor.name if processor else None,
+            destination=moved_to,
+            report=report_key,
+            rejects=rejects_key,
+            finished_at=utc_now_iso(),
+            seconds=seconds,
+            error={"code": error.code, "message": error.message} if error else None,
+            stage_seconds=self.last_times if counts.read else None,
+        )
+        self.store.ledger.save_file(record)
+        result = FileResult(
+            name=file.name,
+            tenant=area_tenant,
+            key=file.key,
+            outcome=outcome,
+            counts=counts,
+            report=report_key,
+            destination=moved_to,
+            reason=error.code if error else None,
+            sha256=sha,
+            processor=processor.name if processor else None,
+            seconds=seconds,
+        )
+        event(
+            _log,
+            "file.finished",
+            logging.INFO if outcome.loaded_data else logging.WARNING,
+            key=file.key,
+            tenant=area_tenant,
+            outcome=outcome.value,
+            counts=counts.as_dict(),
+            reason=result.reason,
+            destination=moved_to,
+            seconds=seconds,
+        )
+        return result
+
+    def _write_rejects(self, processor: Processor, rejects: RejectLog, key: str) -> str | None:
+        with self._temp_file() as tmp:
+            with tmp.open("wb") as out:
+                processor.write_rejects(rejects.indexes, out)
+            return self.source.put(key, tmp)
+
+    @contextlib.contextmanager
+    def _temp_file(self) -> Iterator[Path]:
+        fd, name = tempfile.mkstemp(prefix="dropzone-", dir=self.settings.pipeline.temp_dir)
+        os.close(fd)
+        try:
+            yield Path(name)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+
+    def _free_key(self, key: str) -> str:
+        candidate, n = key, 1
+        while self.source.exists(candidate) or self.source.exists(f"{candidate}.error.json"):
+            n += 1
+            candidate = with_suffix_number(key, n)
+        return candidate
+
+    # -- content seen before -----------------------------------------------------------------------
+
+    def _already_done(
+        self, file: IncomingFile, tenant: str, sha: str, done: dict[str, Any], started: float
+    ) -> FileResult | None:
+        if done.get("path") == file.key and not done.get("moved") and done.get("destination"):
+            # A worker finished this file but died before moving it: finish the move only.
+            moved_to = self.source.move(file, done["destination"])
+            self.store.ledger.mark_moved(done["_id"])
+            previous = self.store.ledger.get_file(done["file_id"]) or {}
+            outcome = Outcome(done["outcome"])
+            counts = Counts(**(previous.get("counts") or {}))
+            event(_log, "file.move_completed", key=file.key, outcome=outcome.value, destination=moved_to)
+            return FileResult(
+                file.name,
+                tenant,
+                file.key,
+                outcome,
+                counts,
+                previous.get("report"),
+                moved_to,
+                None,
+                sha,
+                previous.get("processor"),
+                round(time.monotonic() - started, 3),
+            )
+        day = datetime.now(UTC).strftime("%Y/%m/%d")
+        destination = self._free_key(f"{ARCHIVED}/{tenant}/{day}/{file.name}")
+        moved_to = self.source.move(file, destination)
+        seconds = round(time.monotonic() - started, 3)
+        record_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{file.key}|{sha}|{file.mtime}").hex
+        self.store.ledger.save_file(
+            {
+                "_id": record_id,
+                "tenant": tenant,
+                "key": file.key,
+                "name": file.name,
+                "size": file.size,
+                "sha256": sha,
+                "state": Outcome.DUPLICATE.value,
+                "duplicate_of": done.get("file_id"),
+                "received_at": utc_now_iso(),
+                "finished_at": utc_now_iso(),
+                "destination": moved_to,
+                "counts": Counts().as_dict(),
+                "seconds": seconds,
+                "worker": self.worker_id,
+            }
+        )
+        event(_log, "file.finished", key=file.key, tenant=tenant, outcome="duplicate", destination=moved_to)
+        return FileResult(
+            file.name,
+            tenant,
+            file.key,
+            Outcome.DUPLICATE,
+            Counts(),
+            None,
+            moved_to,
+            "duplicate_content",
+            sha,
+            None,
+            seconds,
+        )
+
+
+def decide_outcome(counts: Counts, error: Issue | None, atomic_failed: bool) -> Outcome:
+    """The table in README ("File outcomes")."""
+    if error is not None:
+        return Outcome.QUARANTINED
+    if counts.rejected and atomic_failed:
+        return Outcome.QUARANTINED
+    if counts.read == 0:
+        return Outcome.QUARANTINED
+    if counts.rejected == 0:
+        return Outcome.ARCHIVED
+    if counts.loaded + counts.unchanged > 0:
+        return Outcome.PARTIAL
+    return Outcome.QUARANTINED
+
+
+def quarantine_reason(counts: Counts, processor: Processor | None) -> Issue:
+    """Why a file without a file-level error is quarantined anyway."""
+    if counts.read == 0:
+        return Issue("no_records", "the file holds no records")
+    if processor is not None and processor.atomic():
+        return Issue(
+            "transaction_failed",
+            f"{counts.rejected} of {counts.read} entries failed; a transaction loads all or nothing",
+        )
+    if counts.rejected < counts.read:
+        return Issue(
+            "policy_file",
+            f"{counts.rejected} of {counts.read} records failed and the tenant's "
+            "policy is 'file' (all or nothing)",
+        )
+    return Issue("all_records_rejected", f"all {counts.read} records failed validation")
+
+
+__all__ = ["UNKNOWN_TENANT", "DropzoneError", "Pipeline", "decide_outcome"]

@@ -1,0 +1,124 @@
+"""Decide what a file is from its content (extension second), before any record is stored.
+
+Checks, in order: empty, size limit, gzip (integrity pass to the end: a truncated archive is
+quarantined up front), encoding (UTF-8 with or without BOM; UTF-16/32 and binary are refused),
+then the shape: NDJSON (one JSON object per line), a JSON document (one resource or a Bundle;
+the whole document is syntax-checked in a streaming pass so a truncated Bundle never loads
+half), or delimited text (CSV, for the claims processors).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ijson
+import orjson
+
+from dropzone.config import PipelineSettings
+from dropzone.errors import FileRejected
+from dropzone.pipeline.streams import check_gzip, is_gzip, open_payload
+from processors.base import Sniffed
+
+HEAD_BYTES = 64 * 1024
+_UTF16_32_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+_WHITESPACE = b" \t\r\n"
+
+
+def sniff(path: Path, limits: PipelineSettings) -> Sniffed:
+    size = path.stat().st_size
+    if size == 0:
+        raise FileRejected("empty_file", "the file is empty")
+    if size > limits.max_file_bytes:
+        raise FileRejected("too_large", f"the file is larger than the limit of {limits.max_file_bytes} bytes")
+    gzipped = is_gzip(path)
+    if gzipped:
+        check_gzip(path, limits.max_decompressed_bytes)
+    with path.open("rb") as raw:
+        if not gzipped and raw.read(4).startswith(_UTF16_32_BOMS):
+            raise FileRejected("unsupported_encoding", "UTF-16/UTF-32 text is not accepted; send UTF-8")
+    with open_payload(path, gzipped, limits.max_decompressed_bytes) as stream:
+        head = stream.read(HEAD_BYTES)
+    if head.startswith(_UTF16_32_BOMS):
+        raise FileRejected("unsupported_encoding", "UTF-16/UTF-32 text is not accepted; send UTF-8")
+    if not head.strip(_WHITESPACE):
+        raise FileRejected("empty_file", "the file has no content")
+    if b"\x00" in head:
+        raise FileRejected(
+            "unsupported_encoding", "the file contains NUL bytes: binary data or UTF-16/32 text"
+        )
+    _require_utf8(head)
+    first = head.lstrip(_WHITESPACE)[:1]
+    if first == b"{":
+        return _sniff_json(path, gzipped, head, limits)
+    if first == b"[":
+        raise FileRejected("not_fhir", "a JSON array is not a FHIR resource, Bundle or NDJSON")
+    if _looks_delimited(head):
+        return Sniffed("csv", gzipped, head)
+    raise FileRejected("unknown_format", "not FHIR JSON, NDJSON or delimited text")
+
+
+def _require_utf8(head: bytes) -> None:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        # A multi-byte character cut by the head limit is fine; anything earlier is not UTF-8.
+        if err.start < len(head) - 3:
+            raise FileRejected(
+                "unsupported_encoding", f"the file is not valid UTF-8 (byte offset {err.start})"
+            ) from None
+
+
+def _looks_delimited(head: bytes) -> bool:
+    first_line = head.split(b"\n", 1)[0]
+    return any(first_line.count(sep) >= 1 for sep in (b",", b"\t", b"|", b";"))
+
+
+def _sniff_json(path: Path, gzipped: bool, head: bytes, limits: PipelineSettings) -> Sniffed:
+    lines = head.split(b"\n")
+    first_line = lines[0].strip()
+    rest_has_content = any(line.strip() for line in lines[1:])
+    if rest_has_content or (len(lines) > 1 and len(head) == HEAD_BYTES):
+        try:
+            parsed = orjson.loads(first_line)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            return Sniffed("ndjson", gzipped, head, {"first_resource_type": parsed.get("resourceType")})
+    return _sniff_document(path, gzipped, head, limits)
+
+
+def _sniff_document(path: Path, gzipped: bool, head: bytes, limits: PipelineSettings) -> Sniffed:
+    """Stream the whole document once: syntax check plus the top-level facts we route on."""
+    details: dict[str, Any] = {"entries": 0}
+    with open_payload(path, gzipped, limits.max_decompressed_bytes) as stream:
+        try:
+            for prefix, event, value in ijson.parse(stream, use_float=True):
+                if prefix == "resourceType" and event == "string":
+                    details["resourceType"] = value
+                elif prefix == "type" and event == "string":
+                    details["type"] = value
+                elif prefix == "entry.item" and event == "start_map":
+                    details["entries"] += 1
+        except ijson.IncompleteJSONError as err:
+            raise FileRejected(
+                "invalid_json", f"the JSON document is truncated or malformed ({_where(err)})"
+            ) from None
+        except ijson.JSONError as err:
+            raise FileRejected("invalid_json", f"the JSON document is malformed ({_where(err)})") from None
+        except UnicodeDecodeError as err:
+            raise FileRejected(
+                "unsupported_encoding", f"the file is not valid UTF-8 ({err.reason})"
+            ) from None
+    rtype = details.get("resourceType")
+    if not isinstance(rtype, str):
+        raise FileRejected("not_fhir", "the JSON object has no resourceType: not a FHIR resource")
+    if rtype == "Bundle":
+        return Sniffed("json-bundle", gzipped, head, details)
+    return Sniffed("json-resource", gzipped, head, details)
+
+
+def _where(err: Exception) -> str:
+    """ijson's messages are about syntax positions, never content; keep only the first line."""
+    text = str(err).splitlines()[0] if str(err) else err.__class__.__name__
+    return text[:200]

@@ -1,0 +1,59 @@
+"""FHIR Bulk Data NDJSON: one resource per line (any mix of types), gzip or not."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import orjson
+
+from dropzone.pipeline.streams import LineTooLong, iter_lines
+from processors.base import Issue, Processor, Record, Sniffed
+from processors.fhir_common import shape_issues
+from processors.registry import register
+
+if TYPE_CHECKING:
+    from dropzone.config import TenantSettings
+
+
+@register
+class FhirNdjsonProcessor(Processor):
+    name = "fhir-ndjson"
+    rejects_extension = "ndjson"
+
+    @classmethod
+    def accepts(cls, sniffed: Sniffed, tenant: TenantSettings) -> bool:
+        return sniffed.kind == "ndjson"
+
+    def records(self) -> Iterator[Record]:
+        limit = self.context.settings.pipeline.max_record_bytes
+        with self.context.open_payload() as stream:
+            for lineno, line in iter_lines(stream, limit):
+                location = f"line {lineno}"
+                if isinstance(line, LineTooLong):
+                    yield Record(
+                        lineno,
+                        location,
+                        issues=[
+                            Issue(
+                                "record_too_large", f"the line is {line.length} bytes; the limit is {limit}"
+                            )
+                        ],
+                    )
+                    continue
+                if not line.strip():
+                    continue  # blank lines (a trailing newline) are not records
+                try:
+                    resource = orjson.loads(line)
+                except orjson.JSONDecodeError as err:
+                    yield Record(
+                        lineno,
+                        location,
+                        issues=[Issue("invalid_json", f"the line is not valid JSON (column {err.colno})")],
+                    )
+                    continue
+                issues = shape_issues(resource)
+                if issues:
+                    yield Record(lineno, location, issues=issues)
+                else:
+                    yield Record(lineno, location, resources=[resource])

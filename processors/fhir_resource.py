@@ -1,0 +1,44 @@
+"""A JSON file holding one FHIR resource (not a Bundle)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, BinaryIO
+
+import orjson
+
+from dropzone.errors import FileRejected
+from processors.base import Processor, Record, Sniffed
+from processors.fhir_common import shape_issues
+from processors.registry import register
+
+if TYPE_CHECKING:
+    from dropzone.config import TenantSettings
+
+
+@register
+class FhirResourceProcessor(Processor):
+    name = "fhir-resource"
+    rejects_extension = "json"
+
+    @classmethod
+    def accepts(cls, sniffed: Sniffed, tenant: TenantSettings) -> bool:
+        return sniffed.kind == "json-resource"
+
+    def records(self) -> Iterator[Record]:
+        limit = self.context.settings.pipeline.max_record_bytes
+        with self.context.open_payload() as stream:
+            data = stream.read(limit + 1)
+        if len(data) > limit:
+            raise FileRejected("record_too_large", f"a single resource larger than {limit} bytes")
+        try:
+            resource = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise FileRejected("invalid_json", "the JSON document is malformed") from None
+        issues = shape_issues(resource)
+        yield Record(1, "resource", resources=[] if issues else [resource], issues=issues)
+
+    def write_rejects(self, indexes: set[int], out: BinaryIO) -> None:
+        with self.context.open_payload() as stream:
+            while chunk := stream.read(1 << 20):
+                out.write(chunk)
