@@ -292,6 +292,7 @@ class Pipeline:
         day = datetime.now(UTC).strftime("%Y/%m/%d")
         destination = self._free_key(f"{outcome.area}/{area_tenant}/{day}/{file.name}")
         report_key = rejects_key = None
+        details = _processor_details(processor)
         if outcome in (Outcome.QUARANTINED, Outcome.PARTIAL):
             base = (
                 destination
@@ -315,6 +316,7 @@ class Pipeline:
                 destination=destination,
                 rejects_key=rejects_key,
                 generated_at=utc_now_iso(),
+                details=details,
             )
             report_key = self.source.put_bytes(f"{base}.error.json", report)
         if not self.store.ledger.complete(claim, outcome.value, destination):
@@ -334,6 +336,7 @@ class Pipeline:
             seconds=seconds,
             error={"code": error.code, "message": error.message} if error else None,
             stage_seconds=self.last_times if counts.read else None,
+            details=details or None,
         )
         self.store.ledger.save_file(record)
         result = FileResult(
@@ -360,6 +363,7 @@ class Pipeline:
             reason=result.reason,
             destination=moved_to,
             seconds=seconds,
+            **({"details": details} if details else {}),
         )
         return result
 
@@ -449,6 +453,17 @@ class Pipeline:
             None,
             seconds,
         )
+
+
+def _processor_details(processor: Processor | None) -> dict[str, Any]:
+    """The processor's own counts for the report and ledger; a failure here must not lose the file."""
+    if processor is None:
+        return {}
+    try:
+        return dict(processor.report_details())
+    except Exception:
+        _log.exception("processor.details_failed")
+        return {}
 
 
 def decide_outcome(counts: Counts, error: Issue | None, atomic_failed: bool) -> Outcome:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-DELIMITERS = (",", "|", "\t")
+DELIMITERS = (",", "|", "\t", ";")
 DEFAULT_MAX_ROW_CHARS = 16 * 2**20
 
 
@@ -187,7 +187,7 @@ def _csv_problem(err: csv.Error) -> str:
 
 
 def detect_delimiter(first_line: str) -> str:
-    """The most frequent of comma, pipe and tab in the header line (comma on a tie)."""
+    """The most frequent of comma, pipe, tab and semicolon in the header line (comma on a tie)."""
     counts = {d: first_line.count(d) for d in DELIMITERS}
     best = max(DELIMITERS, key=lambda d: (counts[d], d == ","))
     return best if counts[best] else ","

@@ -132,6 +132,10 @@ class SynpufProcessor(Processor):
         return record, values
 
     def records(self) -> Iterator[Record]:
+        # The pipeline reads an all-or-nothing file twice (check, then store): start afresh.
+        self._members.clear()
+        self.stats.clear()
+        self._payer_sent = False
         reader = self._reader()
         try:
             assert reader.header is not None
@@ -144,7 +148,7 @@ class SynpufProcessor(Processor):
             reader.close()
         event(_log, "synpuf.file_mapped", processor=self.name, **dict(sorted(self.stats.items())))
 
-    def report_extras(self) -> dict[str, Any]:
+    def report_details(self) -> dict[str, Any]:
         """Counts for the file's report (no values): unresolved references and data notes."""
         return {key: value for key, value in sorted(self.stats.items()) if value}
 

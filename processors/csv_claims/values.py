@@ -6,7 +6,7 @@ Every problem names the column and the kind of problem, never the value (values 
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal, InvalidOperation
 
 from processors.base import Issue
@@ -83,8 +83,8 @@ def parse_yyyymmdd(value: str) -> date | None:
     if len(value) != 8 or not value.isdigit():
         return None
     try:
-        return datetime.strptime(value, "%Y%m%d").date()
-    except ValueError:
+        return date(int(value[:4]), int(value[4:6]), int(value[6:]))
+    except ValueError:  # 20090231 and friends
         return None
 
 
