@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dropzone.errors import FileRejected
 from dropzone.log import event
-from processors.base import Issue, Processor, ProcessorContext, Record, Sniffed
+from processors.base import Issue, ProcessorContext, Record, Sniffed
+from processors.csv_claims.base import CsvProcessor
 from processors.csv_claims.beneficiary import map_beneficiary, merge_patient, parse_year, year_from_name
 from processors.csv_claims.claims import ClaimResult, ClaimRow, map_carrier, map_institutional, map_pde
 from processors.csv_claims.fhir import DEFAULT_LOCAL, payer_organization
@@ -33,7 +34,7 @@ from processors.csv_claims.layouts import (
     detect_layout,
     normalise,
 )
-from processors.csv_claims.reader import CsvReader, CsvRow, sniff_csv_header, sniff_delimiter
+from processors.csv_claims.reader import CsvReader, CsvRow, sniff_csv_header
 from processors.csv_claims.values import RowValues
 from processors.registry import register
 
@@ -76,11 +77,10 @@ def check_row(values: RowValues, layout: Layout) -> None:
         values.integer(column, low, high)
 
 
-class SynpufProcessor(Processor):
+class SynpufProcessor(CsvProcessor):
     """Shared reading, grouping and reference checks; subclasses name a layout."""
 
     layout: ClassVar[Layout]
-    rejects_extension = "csv"
     priority = 30
 
     @classmethod
@@ -93,10 +93,7 @@ class SynpufProcessor(Processor):
 
     def __init__(self, context: ProcessorContext) -> None:
         super().__init__(context)
-        self._members: dict[int, list[int]] = {}
         self.stats: Counter[str] = Counter()
-        self._delimiter = sniff_delimiter(context.sniffed.head)
-        self._max_row = context.settings.pipeline.max_record_bytes
         try:
             options = SynpufOptions.model_validate(getattr(context.tenant, "synpuf", None) or {})
         except ValidationError as err:
@@ -105,27 +102,17 @@ class SynpufProcessor(Processor):
         self.local = options.local_namespace.rstrip("/")
         self._payer_sent = False
 
-    # -- reading ----------------------------------------------------------------------------
-
     def _reader(self) -> CsvReader:
-        reader = CsvReader(self.context.open_payload(), self._delimiter, self._max_row)
-        if reader.header is None:
-            reader.close()
-            raise FileRejected("unreadable_header", reader.header_problem or "the file has no header row")
+        reader = self.open_reader()
+        assert reader.header is not None
         if detect_layout(reader.header) is not self.layout:
             reader.close()
             raise FileRejected("unknown_csv_layout", f"the header is not the SynPUF {self.layout.title} layout")
         return reader
 
     def _start(self, row: CsvRow, width: int, index: dict[str, int]) -> tuple[Record, RowValues | None]:
-        record = Record(index=row.number, location=row.location)
-        if row.problem:
-            record.issues.append(Issue(row.problem_code or "malformed_csv", row.problem))
-            return record, None
-        if len(row.fields) != width:
-            record.issues.append(
-                Issue("field_count", f"expected {width} fields, found {len(row.fields)}")
-            )
+        record, readable = self.row_record(row, width)
+        if not readable:
             return record, None
         values = RowValues(index, row.fields)
         check_row(values, self.layout)
