@@ -113,8 +113,12 @@ def run_file(
     settings: Settings | None = None,
     name: str | None = None,
     write: bool = True,
+    validate_resources: bool = True,
+    file_sha: str | None = None,
 ) -> Run:
-    """Choose, run, validate and (``write``) store like the pipeline, policy ``record``."""
+    """Choose, run, validate and (``write``) store like the pipeline, policy ``record``.
+    ``validate_resources=False`` skips FHIR validation where a test only counts (the
+    end-to-end tests validate everything through the pipeline)."""
     store = store or MemoryStore()
     context = make_context(path, store.resources, tenant, settings, name)
     cls = choose(context.sniffed, context.tenant)
@@ -125,13 +129,43 @@ def run_file(
         run.records.append(record)
         if record.issues:
             continue
-        problems = [p for res in record.resources for p in validate(res)]
+        problems = [p for res in record.resources for p in validate(res)] if validate_resources else []
         if problems:
             run.invalid.append((record, problems))
             continue
         if write:
             writes = [ResourceWrite(r["resourceType"], r["id"], r, resource_hash(r)) for r in record.resources]
-            result = store.resources.upsert(context.tenant.name, writes, "sha-of-" + path.name)
+            result = store.resources.upsert(context.tenant.name, writes, file_sha or "sha-of-" + path.name)
             run.loaded += result.loaded
             run.unchanged += result.unchanged
     return run
+
+
+# -- end-to-end helpers (own names, so they never clash with the shared conftest) ---------------
+
+
+def zone_settings(zone: Path, config_dir: Path | None = None, **pipeline: Any) -> Settings:
+    """Settings for a folder zone; validation in-process unless the test asks for workers."""
+    from dropzone.config import load_settings
+
+    settings = load_settings(config_dir=config_dir, env={}, zone=str(zone))
+    options: dict[str, Any] = {"validation_workers": 0, "quiet_seconds": 0.0}
+    options.update(pipeline)
+    return settings.model_copy(update={"pipeline": settings.pipeline.model_copy(update=options)})
+
+
+def drop_file(zone: Path, tenant: str, source: Path | bytes, name: str) -> Path:
+    target = zone / "incoming" / tenant / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(source, bytes):
+        target.write_bytes(source)
+    else:
+        target.write_bytes(source.read_bytes())
+    return target
+
+
+def report_of(zone: Path, result: Any) -> dict[str, Any]:
+    import json
+
+    assert result.report, f"{result.name} has no report"
+    return json.loads((zone / result.report).read_bytes())
