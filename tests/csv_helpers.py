@@ -134,7 +134,9 @@ def run_file(
             run.invalid.append((record, problems))
             continue
         if write:
-            writes = [ResourceWrite(r["resourceType"], r["id"], r, resource_hash(r)) for r in record.resources]
+            writes = [
+                ResourceWrite(r["resourceType"], r["id"], r, resource_hash(r)) for r in record.resources
+            ]
             result = store.resources.upsert(context.tenant.name, writes, file_sha or "sha-of-" + path.name)
             run.loaded += result.loaded
             run.unchanged += result.unchanged

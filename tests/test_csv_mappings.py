@@ -57,7 +57,12 @@ def test_example_mapping_loads_the_sample_into_valid_communications() -> None:
     assert run.processor.report_details() == {"mapping": "outreach-communication"}
     assert not run.invalid
     communications = {c["id"]: c for c in run.resources("Communication")}
-    assert sorted(communications) == ["outreach-C-1001", "outreach-C-1002", "outreach-C-1003", "outreach-C-1007"]
+    assert sorted(communications) == [
+        "outreach-C-1001",
+        "outreach-C-1002",
+        "outreach-C-1003",
+        "outreach-C-1007",
+    ]
     first = communications["outreach-C-1001"]
     assert first["status"] == "completed"
     assert first["subject"] == {"reference": "Patient/P001"}
@@ -120,9 +125,15 @@ def test_example_mapping_is_valid() -> None:
         (MINIMAL.replace("Communication", "Comunication"), "'Comunication' is not a FHIR R4 resource type"),
         (MINIMAL.replace("sent:", "sent[x]:"), "not an element path"),
         (MINIMAL.replace("status:", "id:"), "set by the mapping itself"),
-        (MINIMAL + "      subject: {value: {reference: Patient/1}}\n"
-         "      subject.reference: {column: id}\n", "'subject' overlaps 'subject.reference'"),  # fmt: skip
-        (MINIMAL.replace("sent: {column", "sendt: {column"), "element 'sendt': Extra inputs are not permitted"),
+        (
+            MINIMAL + "      subject: {value: {reference: Patient/1}}\n"
+            "      subject.reference: {column: id}\n",
+            "'subject' overlaps 'subject.reference'",
+        ),
+        (
+            MINIMAL.replace("sent: {column", "sendt: {column"),
+            "element 'sendt': Extra inputs are not permitted",
+        ),
         (MINIMAL.replace("{value: completed}", "{value: [1, 2]}"), "element 'status'"),
         ("match: [a]\n", "match: Input should be a valid dictionary"),
         (MINIMAL + "timezone: Mars/Olympus\n", "unknown time zone"),
@@ -216,20 +227,28 @@ def test_empty_optional_sources_leave_no_trace(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "matches"),
     [
-        ("contact_id,member_id,contact_datetime,channel,outcome\nC-1,P1,2024-03-01 09:15,phone,reached\n", True),
+        (
+            "contact_id,member_id,contact_datetime,channel,outcome\nC-1,P1,2024-03-01 09:15,phone,reached\n",
+            True,
+        ),
         (
             "CONTACT_ID , Member_ID,contact_datetime,channel,outcome,extra\n"
             "C-1,P1,2024-03-01 09:15,phone,reached,x\n",
             True,
         ),
-        ("contact_id|member_id|contact_datetime|channel|outcome\nC-1|P1|2024-03-01 09:15|phone|reached\n", True),
+        (
+            "contact_id|member_id|contact_datetime|channel|outcome\nC-1|P1|2024-03-01 09:15|phone|reached\n",
+            True,
+        ),
         ("contact_id,member_id,channel,outcome\nC-1,P1,phone,reached\n", False),
     ],
 )
 def test_header_matching(tmp_path: Path, text: str, matches: bool) -> None:
     path = tmp_path / "list.csv"
     path.write_text(text)
-    context = make_context(path, MemoryStore().resources, tenant("outreach-communication"), Settings(config_dir=CONFIG))
+    context = make_context(
+        path, MemoryStore().resources, tenant("outreach-communication"), Settings(config_dir=CONFIG)
+    )
     processor = MappedCsvProcessor(context)
     if matches:
         records = list(processor.records())

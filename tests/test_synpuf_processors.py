@@ -141,7 +141,9 @@ def test_inpatient_eob_matches_the_spec_example(loaded: tuple[MemoryStore, list[
     assert eob["patient"] == {"reference": "Patient/00016F745862898F"}
     assert eob["billablePeriod"] == {"start": "2009-04-12", "end": "2009-04-18"}
     assert eob["created"] == "2009-04-18"
-    assert eob["insurance"] == [{"focal": True, "coverage": {"reference": "Coverage/part-a-00016F745862898F-2009"}}]
+    assert eob["insurance"] == [
+        {"focal": True, "coverage": {"reference": "Coverage/part-a-00016F745862898F-2009"}}
+    ]
     assert eob["payment"]["amount"] == {"value": 26000.0, "currency": "USD"}
     assert eob["diagnosis"][0]["diagnosisCodeableConcept"]["coding"][0]["code"] == "1970"
     assert eob["diagnosis"][-1]["type"][0]["coding"][0]["code"] == "admitting"
@@ -264,7 +266,9 @@ def test_empty_from_date_on_a_single_segment_claim_loads_with_a_warning(tmp_path
 
 
 def test_claim_without_any_date_is_rejected(tmp_path: Path) -> None:
-    run = run_file(_mutated(tmp_path, [(1, "CLM_FROM_DT", ""), (1, "CLM_THRU_DT", ""), (1, "NCH_BENE_DSCHRG_DT", "")]))
+    run = run_file(
+        _mutated(tmp_path, [(1, "CLM_FROM_DT", ""), (1, "CLM_THRU_DT", ""), (1, "NCH_BENE_DSCHRG_DT", "")])
+    )
     issue = run.records[0].issues[0]
     assert (issue.code, issue.path) == ("missing_value", "CLM_THRU_DT")
 
@@ -298,7 +302,10 @@ def test_ohdsi_rows_map_to_valid_eobs() -> None:
 
 
 def test_same_rows_under_other_names_are_recognised_by_header() -> None:
-    names = {path.stem: type(run_file(path, MemoryStore()).processor).name for path in (OHDSI / "input").glob("*.csv")}
+    names = {
+        path.stem: type(run_file(path, MemoryStore()).processor).name
+        for path in (OHDSI / "input").glob("*.csv")
+    }
     assert names == {
         "beneficiary_summary": "synpuf-beneficiary",
         "carrier_claims": "synpuf-carrier",
@@ -341,7 +348,9 @@ def test_own_outpatient_fixture(tmp_path: Path) -> None:
 
 def test_own_carrier_fixture(tmp_path: Path) -> None:
     rows = carrier_rows(80)
-    run = run_file(write_csv(tmp_path / "car.csv", COLUMNS["carrier"], rows, quote_header=False), MemoryStore())
+    run = run_file(
+        write_csv(tmp_path / "car.csv", COLUMNS["carrier"], rows, quote_header=False), MemoryStore()
+    )
     assert not run.rejected and not run.invalid
     eobs = run.resources("ExplanationOfBenefit")
     assert len(eobs) == 80

@@ -9,8 +9,8 @@ order the files arrive in.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import date
 from typing import Any
 
 from processors.csv_claims.fhir import (
@@ -28,15 +28,16 @@ from processors.csv_claims.fhir import (
 )
 from processors.csv_claims.values import RowValues
 
-SSA_STATES = dict(
-    pair.split(":")
-    for pair in (
-        "01:AL 02:AK 03:AZ 04:AR 05:CA 06:CO 07:CT 08:DE 09:DC 10:FL 11:GA 12:HI 13:ID 14:IL 15:IN "
-        "16:IA 17:KS 18:KY 19:LA 20:ME 21:MD 22:MA 23:MI 24:MN 25:MS 26:MO 27:MT 28:NE 29:NV 30:NH "
-        "31:NJ 32:NM 33:NY 34:NC 35:ND 36:OH 37:OK 38:OR 39:PA 41:RI 42:SC 43:SD 44:TN 45:TX 46:UT "
-        "47:VT 49:VA 50:WA 51:WV 52:WI 53:WY"
-    ).split()
-)
+# SSA state code -> USPS (SYNPUF_MAPPING 3.6). 54 ("Others") and SSA codes without a USPS code are absent.
+SSA_STATES = {
+    "01": "AL", "02": "AK", "03": "AZ", "04": "AR", "05": "CA", "06": "CO", "07": "CT", "08": "DE",
+    "09": "DC", "10": "FL", "11": "GA", "12": "HI", "13": "ID", "14": "IL", "15": "IN", "16": "IA",
+    "17": "KS", "18": "KY", "19": "LA", "20": "ME", "21": "MD", "22": "MA", "23": "MI", "24": "MN",
+    "25": "MS", "26": "MO", "27": "MT", "28": "NE", "29": "NV", "30": "NH", "31": "NJ", "32": "NM",
+    "33": "NY", "34": "NC", "35": "ND", "36": "OH", "37": "OK", "38": "OR", "39": "PA", "41": "RI",
+    "42": "SC", "43": "SD", "44": "TN", "45": "TX", "46": "UT", "47": "VT", "49": "VA", "50": "WA",
+    "51": "WV", "52": "WI", "53": "WY",
+}  # fmt: skip
 RACE_DISPLAY = {"1": "White", "2": "Black", "3": "Other", "5": "Hispanic"}
 OMB_RACE = {"1": ("2106-3", "White"), "2": ("2054-5", "Black or African American")}
 GENDER = {"1": "male", "2": "female"}
@@ -235,9 +236,7 @@ def _chronic_conditions(
     for column, label in CHRONIC.items():
         flag = values.text(column)
         if flag in ("1", "2"):  # 1 = yes, 2 = no; anything else carries no information
-            components.append(
-                {"code": concept(coding(system, column, label)), "valueBoolean": flag == "1"}
-            )
+            components.append({"code": concept(coding(system, column, label)), "valueBoolean": flag == "1"})
     if not components:
         return None
     return {
@@ -298,9 +297,8 @@ def _ordered(patient: dict[str, Any]) -> dict[str, Any]:
 
 
 def year_from_name(name: str) -> int | None:
-    """The reference year in a Beneficiary file name such as DE1_0_2009_Beneficiary_...csv."""
-    import re
-
+    """The reference year in a Beneficiary file name such as DE1_0_2009_Beneficiary_...csv
+    (exactly one year-like number, so ``..._2008_to_2010_...`` gives none)."""
     years = {int(y) for y in re.findall(r"(?<!\d)(20\d\d|19\d\d)(?!\d)", name)}
     return years.pop() if len(years) == 1 else None
 
@@ -309,7 +307,3 @@ def parse_year(value: str | None) -> int | None:
     if value and len(value) == 4 and value.isdigit() and 1900 <= int(value) <= 2100:
         return int(value)
     return None
-
-
-def is_date_in_year(day: str | None, year: int) -> bool:
-    return bool(day) and date.fromisoformat(day).year == year  # type: ignore[arg-type]

@@ -72,7 +72,11 @@ CARRIER_LINE_AMOUNTS = [
     ("LINE_COINSRNC_AMT", C4BB_ADJ, "coinsurance", "line_coinsrnc_amt"),
     ("LINE_ALOWD_CHRG_AMT", ADJ, "eligible", "line_alowd_chrg_amt"),
 ]
-CARE_TEAM_COLUMNS = [("AT_PHYSN_NPI", "attending"), ("OP_PHYSN_NPI", "operating"), ("OT_PHYSN_NPI", "otheroperating")]
+CARE_TEAM_COLUMNS = [
+    ("AT_PHYSN_NPI", "attending"),
+    ("OP_PHYSN_NPI", "operating"),
+    ("OT_PHYSN_NPI", "otheroperating"),
+]
 
 
 def eob_id(layout: Layout, claim_id: str) -> str:
@@ -375,7 +379,11 @@ def map_institutional(
         for n in range(1, 46):
             code = row.values.text(f"HCPCS_CD_{n}")
             if code:
-                items.append(_institutional_item(45 * (row.segment - 1) + n, code, inpatient, admit, discharge, from_dt))
+                items.append(
+                    _institutional_item(
+                        45 * (row.segment - 1) + n, code, inpatient, admit, discharge, from_dt
+                    )
+                )
     if not items:  # CARIN needs one item; SynPUF institutional lines are mostly empty
         items.append(_institutional_item(1, None, inpatient, admit, discharge, from_dt))
     eob["item"] = items
@@ -388,7 +396,10 @@ def map_institutional(
     financial = []
     if days is not None:
         financial.append(
-            {"type": concept(coding(BBCS + "benefit-balance", BB + "clm_utlztn_day_cnt")), "usedUnsignedInt": days}
+            {
+                "type": concept(coding(BBCS + "benefit-balance", BB + "clm_utlztn_day_cnt")),
+                "usedUnsignedInt": days,
+            }
         )
     if per_diem is not None:
         financial.append(
@@ -399,7 +410,10 @@ def map_institutional(
         )
     if financial:
         eob["benefitBalance"] = [
-            {"category": concept(coding(HL7 + "ex-benefitcategory", "1", "Medical Care")), "financial": financial}
+            {
+                "category": concept(coding(HL7 + "ex-benefitcategory", "1", "Medical Care")),
+                "financial": financial,
+            }
         ]
     return ClaimResult(eob, bene, cov, orphan, notes)
 
@@ -446,9 +460,7 @@ def _nonzero(raw: str) -> bool:
 def map_carrier(layout: Layout, claim_id: str, bene: str, v: RowValues) -> ClaimResult | None:
     from_dt, thru_dt = v.date("CLM_FROM_DT"), v.date("CLM_THRU_DT")
     used = [n for n in range(1, CARRIER_LINES + 1) if _line_used(v, n)]
-    line_amounts = {
-        n: [(spec, v.amount(f"{spec[0]}_{n}")) for spec in CARRIER_LINE_AMOUNTS] for n in used
-    }
+    line_amounts = {n: [(spec, v.amount(f"{spec[0]}_{n}")) for spec in CARRIER_LINE_AMOUNTS] for n in used}
     if v.issues:
         return None
     created = thru_dt or from_dt
@@ -587,7 +599,10 @@ def map_pde(layout: Layout, pde_id: str, bene: str, v: RowValues) -> ClaimResult
     adjudication = []
     if patient_paid is not None:
         adjudication.append(
-            {"category": bb_category(C4BB_ADJ, "paidbypatient", "ptnt_pay_amt"), "amount": money(patient_paid)}
+            {
+                "category": bb_category(C4BB_ADJ, "paidbypatient", "ptnt_pay_amt"),
+                "amount": money(patient_paid),
+            }
         )
     if total_cost is not None:
         adjudication.append(
@@ -602,4 +617,3 @@ def map_pde(layout: Layout, pde_id: str, bene: str, v: RowValues) -> ClaimResult
             {"category": bb_category(C4BB_ADJ, "drugcost", "tot_rx_cst_amt"), "amount": money(total_cost)}
         ]
     return ClaimResult(eob, bene, cov)
-

@@ -146,7 +146,12 @@ AMOUNTS: dict[str, tuple[str, ...]] = {
 INTEGERS: dict[str, tuple[tuple[str, int | None, int | None], ...]] = {
     "beneficiary": tuple(
         (c, 0, 12)
-        for c in ("BENE_HI_CVRAGE_TOT_MONS", "BENE_SMI_CVRAGE_TOT_MONS", "BENE_HMO_CVRAGE_TOT_MONS", "PLAN_CVRG_MOS_NUM")
+        for c in (
+            "BENE_HI_CVRAGE_TOT_MONS",
+            "BENE_SMI_CVRAGE_TOT_MONS",
+            "BENE_HMO_CVRAGE_TOT_MONS",
+            "PLAN_CVRG_MOS_NUM",
+        )
     ),
     "inpatient": (("SEGMENT", 1, 2), ("CLM_UTLZTN_DAY_CNT", 0, None)),
     "outpatient": (("SEGMENT", 1, 2),),

@@ -158,7 +158,9 @@ class MappingEngine:
         text, empty = self.render(fields, rule.text)
         if text is None:
             for name in empty:
-                issues.append(Issue("missing_value", f"{name} is needed for the {rtype} id but is empty", name))
+                issues.append(
+                    Issue("missing_value", f"{name} is needed for the {rtype} id but is empty", name)
+                )
             return None
         if rule.uuid5 is not None:
             return str(uuid.uuid5(ID_NAMESPACE, f"{self.mapping.name}|{rtype}|{text}"))
@@ -198,7 +200,11 @@ class MappingEngine:
                 return None
             elif element.on_unknown == "reject":
                 issues.append(
-                    Issue("unknown_code", f"{source} has a value that is not in lookup '{element.lookup}'", source)
+                    Issue(
+                        "unknown_code",
+                        f"{source} has a value that is not in lookup '{element.lookup}'",
+                        source,
+                    )
                 )
                 return None
         if isinstance(value, str):

@@ -143,7 +143,9 @@ class CsvMapping(_Strict):
         try:
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone '{value}' (use an IANA name such as America/New_York)") from None
+            raise ValueError(
+                f"unknown time zone '{value}' (use an IANA name such as America/New_York)"
+            ) from None
         return value
 
     @model_validator(mode="after")
@@ -157,7 +159,9 @@ class CsvMapping(_Strict):
         def check_columns(where: str, names: list[str]) -> None:
             for name in names:
                 if self.match.key(name) not in known:
-                    problems.append(f"{where}: column '{name}' is not declared in match.columns or match.optional")
+                    problems.append(
+                        f"{where}: column '{name}' is not declared in match.columns or match.optional"
+                    )
 
         for r_pos, spec in enumerate(self.resources):
             where = f"resources[{r_pos}]"
@@ -290,7 +294,9 @@ def load_mapping(path: Path) -> CsvMapping:
 
 def mapping_path(config_dir: Path | None, name: str) -> Path:
     if config_dir is None:
-        raise MappingError(f"CSV mapping '{name}' is declared but no config folder is set (--config or DROPZONE_CONFIG)")
+        raise MappingError(
+            f"CSV mapping '{name}' is declared but no config folder is set (--config or DROPZONE_CONFIG)"
+        )
     if not MAPPING_NAME.match(name):
         raise MappingError(f"'{name}' is not a valid mapping name")
     return Path(config_dir) / "mappings" / f"{name}.yaml"

@@ -107,7 +107,9 @@ class SynpufProcessor(CsvProcessor):
         assert reader.header is not None
         if detect_layout(reader.header) is not self.layout:
             reader.close()
-            raise FileRejected("unknown_csv_layout", f"the header is not the SynPUF {self.layout.title} layout")
+            raise FileRejected(
+                "unknown_csv_layout", f"the header is not the SynPUF {self.layout.title} layout"
+            )
         return reader
 
     def _start(self, row: CsvRow, width: int, index: dict[str, int]) -> tuple[Record, RowValues | None]:
@@ -155,7 +157,8 @@ class SynpufProcessor(CsvProcessor):
                 raise FileRejected(
                     "year_unknown",
                     "a Beneficiary Summary file has no year in its rows: name the file with its year "
-                    "(as CMS does, e.g. DE1_0_2009_Beneficiary_Summary_File_Sample_1.csv) or add a YEAR column",
+                    "(as CMS does, e.g. DE1_0_2009_Beneficiary_Summary_File_Sample_1.csv) "
+                    "or add a YEAR column",
                 )
         cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
         pending: list[tuple[Record, Any]] = []

@@ -70,10 +70,14 @@ class RowValues:
         if value is None:
             return None
         number = parse_integer(value)
-        if number is None or (minimum is not None and number < minimum) or (
-            maximum is not None and number > maximum
+        if (
+            number is None
+            or (minimum is not None and number < minimum)
+            or (maximum is not None and number > maximum)
         ):
-            bounds = f" between {minimum} and {maximum}" if minimum is not None and maximum is not None else ""
+            bounds = (
+                f" between {minimum} and {maximum}" if minimum is not None and maximum is not None else ""
+            )
             self.problem("invalid_integer", column, f"{column} is not a whole number{bounds}")
             return None
         return number
