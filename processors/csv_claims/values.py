@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from processors.base import Issue
 
@@ -95,14 +95,11 @@ def parse_yyyymmdd(value: str) -> date | None:
 def parse_decimal(value: str) -> Decimal | None:
     if not _DECIMAL.match(value):
         return None
-    try:
-        number = Decimal(value)
-    except InvalidOperation:
+    # More significant digits than a double holds would be silently rounded on the way to JSON.
+    digits = value.lstrip("+-").replace(".", "").lstrip("0")
+    if len(digits) > 15:
         return None
-    # More digits than a double holds would be silently rounded on the way to JSON.
-    if len(number.as_tuple().digits) > 15:
-        return None
-    return number
+    return Decimal(value)
 
 
 def parse_integer(value: str) -> int | None:
