@@ -74,7 +74,9 @@ def timed(name: str, rows: int, func, resources: int | None = None) -> dict:  # 
 
 def parse_stdlib(path: Path) -> int:
     with path.open("rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as text:
-        return sum(1 for _ in csv.reader(text)) - 1 and 0
+        for _ in csv.reader(text):
+            pass
+    return 0
 
 
 def parse_ours(path: Path) -> int:

@@ -30,6 +30,7 @@ from dropzone.models import FileResult, IncomingFile, Outcome
 from dropzone.service import Service, open_service
 from dropzone.sources.base import INCOMING, QUARANTINE
 from dropzone.watcher import Watcher
+from processors.csv_claims.cli import check_mappings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SOME_REJECTED = 0, 1, 2, 3
 stdout = Console()
@@ -422,6 +423,10 @@ def _handle_errors() -> Iterator[None]:
     except DropzoneError as err:
         stderr.print(f"[red]error:[/] {type(err).__name__}: {err}")
         sys.exit(EXIT_FAILED)
+
+
+# Commands that live with their feature (registered here, in one place).
+main.add_command(check_mappings)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -277,3 +277,29 @@ def test_near_miss_synpuf_header_names_the_missing_columns(tmp_path: Path) -> No
     with pytest.raises(FileRejected) as caught:
         list(UnrecognisedCsvProcessor(make_context(path, MemoryStore().resources)).records())
     assert "closest: Prescription Drug Events, missing TOT_RX_CST_AMT" in caught.value.message
+
+
+# -- dropzone check-mappings ------------------------------------------------------------------------
+
+
+def test_check_mappings_command(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from dropzone.cli import main
+
+    folder = tmp_path / "config"
+    write_mapping(folder, "good", MINIMAL)
+    write_mapping(folder, "bad", MINIMAL.replace("column: when", "column: whn"))
+    (folder / "tenants").mkdir()
+    (folder / "tenants" / "acme.yaml").write_text("mappings: [good, missing]\n")
+    runner = CliRunner()
+    result = runner.invoke(main, ["--config", str(folder), "check-mappings", "--json"])
+    assert result.exit_code == 2
+    found = {m["name"]: m for m in json.loads(result.output)["mappings"]}
+    assert found["good"]["valid"] and found["good"]["tenants"] == ["acme"]
+    assert "column 'whn' is not declared" in found["bad"]["error"]
+    assert "does not exist" in found["missing"]["error"]
+    result = runner.invoke(main, ["--config", str(folder), "check-mappings", "good"])
+    assert result.exit_code == 0 and "ok       good (tenants: acme)" in result.output
