@@ -140,6 +140,10 @@ def test_example_mapping_is_valid() -> None:
         (MINIMAL + "name: other\n", "must match the file name"),
         ("match: {columns: [a]\n", "not valid YAML"),
         (MINIMAL.replace("type: datetime", "type: string, formats: ['%Y']"), "only applies to type date"),
+        (
+            MINIMAL + "lookups:\n  flag: {yes: true, no: false}\n",
+            "lookups: table 'flag' has key True, which is not text (quote it",
+        ),
     ],
 )
 def test_invalid_mappings_fail_at_load_with_a_clear_error(tmp_path: Path, body: str, expected: str) -> None:

@@ -137,6 +137,19 @@ class CsvMapping(_Strict):
             raise ValueError("mapping names are lower-case letters, digits, '.', '_' or '-'")
         return value
 
+    @field_validator("lookups", mode="before")
+    @classmethod
+    def _text_keys(cls, value: Any) -> Any:
+        # YAML reads yes/no/on/off as booleans and 01 as a number, but CSV values are text.
+        if isinstance(value, dict):
+            for name, table in value.items():
+                odd = [k for k in table if not isinstance(k, str)] if isinstance(table, dict) else []
+                if odd:
+                    raise ValueError(
+                        f"table '{name}' has key {odd[0]!r}, which is not text (quote it in the YAML)"
+                    )
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
