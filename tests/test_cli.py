@@ -123,7 +123,7 @@ def test_second_process_on_an_embedded_zone_is_refused_and_sigterm_stops_cleanly
         assert list((zone / "archived").rglob("p.ndjson"))
     finally:
         watcher.send_signal(signal.SIGTERM)
-        out, err = watcher.communicate(timeout=30)
+        _out, err = watcher.communicate(timeout=30)
     assert watcher.returncode == 0, err[-2000:]
     events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
     assert "watch.stopped" in events and "file.finished" in events
