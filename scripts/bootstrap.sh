@@ -3,7 +3,7 @@
 # Usage: scripts/bootstrap.sh [extras]   (default extras: dev = everything the tests need)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-dev}"
+extras="${1-dev}"
 
 pick_python() {
   for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
@@ -22,9 +22,11 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv || {
     echo "python -m venv failed; on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }
 fi
-stamp=".venv/.installed-$extras"
+stamp=".venv/.installed-${extras:-base}"
+target="."
+[ -z "$extras" ] || target=".[$extras]"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[$extras]"
+  .venv/bin/python -m pip install --quiet -e "$target"
   touch "$stamp"
 fi
