@@ -250,7 +250,7 @@ class Pipeline:
             self.validator,
             tenant.name,
             pipeline.batch_size,
-            in_flight=max(2, pipeline.validation_workers * 2),
+            in_flight=pipeline.validation_workers * 2 or 1,  # keep every worker busy; 1 when in-process
             progress=_BatchProgress(file, self.progress),
         )
         if not self._atomic(processor, tenant):
