@@ -211,3 +211,41 @@ def test_sigkill_mid_file_then_restart_completes_with_exact_counts(
     assert file["records"]["read"] == total
     assert file["records"]["loaded"] == total and file["records"]["rejected"] == 0
     assert summary["resources"] == {"Encounter": total}
+
+
+def test_a_dead_validation_worker_leaves_the_file_for_a_retry(zone: Path) -> None:
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    drop(zone, "acme", BULK / "Patient.000.ndjson")
+    store = MemoryStore()
+    with Pipeline(make_settings(zone), store, FolderSource(zone)) as pipeline:
+        real_submit = pipeline.validator.submit
+
+        def submit_to_a_dead_pool(resources):
+            pipeline.validator.submit = real_submit
+            dead: Future = Future()
+            dead.set_exception(BrokenProcessPool("a worker was killed"))  # as when the OOM killer strikes
+            return dead
+
+        pipeline.validator.submit = submit_to_a_dead_pool
+        assert pipeline.drain() == []  # not quarantined: the file's content is not at fault
+        assert (zone / "incoming" / "acme" / "Patient.000.ndjson").exists()
+        (result,) = pipeline.drain()  # lease released at once, so the retry needs no wait
+    assert result.outcome is Outcome.ARCHIVED and result.counts.loaded == 13
+
+
+def test_shutdown_mid_file_releases_the_lease_and_keeps_the_file(zone: Path, tmp_path: Path) -> None:
+    source_file = tmp_path / "encounters.ndjson"
+    source_file.write_bytes(b"\n".join(ENCOUNTERS.read_bytes().splitlines()[:400]) + b"\n")
+    drop(zone, "acme", source_file)
+    store = MemoryStore()
+    settings = make_settings(zone, batch_size=50, lease_seconds=3600)
+    with Pipeline(settings, store, FolderSource(zone), worker_id="w1") as first:
+        first.progress = lambda _file, _n: first.cancel.set()  # SIGTERM after the first batch
+        assert first.drain() == []
+    assert (zone / "incoming" / "acme" / "encounters.ndjson").exists()
+    with Pipeline(settings, store, FolderSource(zone), worker_id="w2") as second:
+        (result,) = second.drain()  # no waiting for a 1-hour lease: it was released
+    assert result.outcome is Outcome.ARCHIVED
+    assert result.counts.loaded == 400
