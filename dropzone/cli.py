@@ -311,7 +311,7 @@ def _finish(service: Service, results: list[FileResult], as_json: bool) -> None:
             "loaded",
             "unchanged",
             "rejected",
-            "reason / report",
+            "reason",
             title=f"{len(results)} file(s)",
         )
         for r in results:
@@ -326,9 +326,12 @@ def _finish(service: Service, results: list[FileResult], as_json: bool) -> None:
                 str(r.counts.loaded),
                 str(r.counts.unchanged),
                 str(r.counts.rejected),
-                " ".join(x for x in (r.reason, r.report) if x),
+                r.reason or "",
             )
         stdout.print(table)
+        for r in results:
+            if r.report:
+                stdout.print(f"report for {r.name}: {r.report}", soft_wrap=True)
         _print_resources(counts)
         if not service.store.persistent:
             stdout.print(
