@@ -350,7 +350,7 @@ class Pipeline:
             counts=counts,
             report=report_key,
             destination=moved_to,
-            reason=error.code if error else None,
+            reason=error.code if error else ("records_rejected" if outcome is Outcome.PARTIAL else None),
             sha256=sha,
             processor=processor.name if processor else None,
             seconds=seconds,
