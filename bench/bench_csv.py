@@ -21,6 +21,7 @@ import argparse
 import csv
 import io
 import json
+import resource
 import shutil
 import sys
 import tempfile
@@ -64,6 +65,8 @@ def timed(name: str, rows: int, func, resources: int | None = None) -> dict:  # 
     extra = func()
     seconds = time.perf_counter() - started
     result = {"stage": name, "rows": rows, "seconds": round(seconds, 2), "rows_per_s": round(rows / seconds)}
+    # Peak resident memory of this process so far (validation workers are separate processes).
+    result["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     produced = extra if isinstance(extra, int) else resources
     if produced:
         result["resources"] = produced
