@@ -20,9 +20,11 @@ from dropzone.log import event
 from processors.base import Issue, ProcessorContext, Record, Sniffed
 from processors.csv_claims.base import CsvProcessor
 from processors.csv_claims.beneficiary import map_beneficiary, merge_patient, parse_year, year_from_name
-from processors.csv_claims.claims import ClaimResult, ClaimRow, map_carrier, map_institutional, map_pde
+from processors.csv_claims.carrier import map_carrier
+from processors.csv_claims.eob import ClaimResult, ClaimRow
 from processors.csv_claims.fhir import DEFAULT_LOCAL, payer_organization
 from processors.csv_claims.grouping import repeated_candidates
+from processors.csv_claims.institutional import map_institutional
 from processors.csv_claims.layouts import (
     AMOUNTS,
     DATES,
@@ -34,6 +36,7 @@ from processors.csv_claims.layouts import (
     detect_layout,
     normalise,
 )
+from processors.csv_claims.pde import map_pde
 from processors.csv_claims.reader import CsvReader, CsvRow, sniff_csv_header
 from processors.csv_claims.values import RowValues
 from processors.registry import register

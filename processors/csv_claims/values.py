@@ -19,16 +19,15 @@ _DECIMAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)$")
 class RowValues:
     """Field access by column name for one row; problems accumulate in ``issues``."""
 
-    __slots__ = ("_fields", "_index", "issues", "prefix")
+    __slots__ = ("_fields", "_index", "issues")
 
-    def __init__(self, index: dict[str, int], fields: list[str], prefix: str = "") -> None:
+    def __init__(self, index: dict[str, int], fields: list[str]) -> None:
         self._index = index
         self._fields = fields
         self.issues: list[Issue] = []
-        self.prefix = prefix  # e.g. "row 12: " when a record spans several rows
 
     def problem(self, code: str, column: str | None, message: str) -> None:
-        self.issues.append(Issue(code, self.prefix + message, column))
+        self.issues.append(Issue(code, message, column))
 
     def text(self, column: str) -> str | None:
         """The trimmed value; an empty field is None (absent), never ''."""
