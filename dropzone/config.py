@@ -56,6 +56,39 @@ class LoggingSettings(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class S3Settings(_Strict):
+    """Options for ``s3://bucket/prefix`` zones. Credentials never live here: boto3's standard
+    chain (env, profile, instance role) supplies them."""
+
+    region: str | None = Field(default=None, description="AWS region; unset = boto3's default chain")
+    endpoint_url: str | None = Field(
+        default=None, description="S3/SQS endpoint (LocalStack, moto); unset = AWS_ENDPOINT_URL or AWS"
+    )
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    queue_url: str | None = Field(
+        default=None, description="SQS queue receiving the bucket's s3:ObjectCreated:* notifications"
+    )
+    poll_seconds: float = Field(default=20.0, ge=0, le=20, description="SQS long-poll wait per receive")
+    visibility_seconds: int = Field(
+        default=120, ge=10, le=43_200, description="SQS visibility; extended while a file is processed"
+    )
+    retry_seconds: int = Field(
+        default=30, ge=0, le=43_200, description="redelivery delay of a message whose file was not finished"
+    )
+    sse_kms_key_id: str | None = Field(default=None, description="KMS key for objects dropzone writes")
+    read_chunk_bytes: int = Field(
+        default=8 * 2**20, ge=64 * 2**10, description="download chunk: the memory bound for reading objects"
+    )
+    multipart_threshold_bytes: int = Field(
+        default=64 * 2**20, ge=5 * 2**20, description="uploads above this size use multipart"
+    )
+    part_bytes: int = Field(default=16 * 2**20, ge=5 * 2**20, le=5 * 2**30)
+    copy_threshold_bytes: int = Field(
+        default=5 * 2**30, ge=5 * 2**20, le=5 * 2**30, description="moves above this use multipart copy"
+    )
+    copy_part_bytes: int = Field(default=512 * 2**20, ge=5 * 2**20, le=5 * 2**30)
+
+
 class TenantSettings(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -80,6 +113,7 @@ class Settings(_Strict):
     store: StoreSettings = Field(default_factory=StoreSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
     tenants: dict[str, TenantSettings] = Field(default_factory=dict)
     config_dir: Path | None = None
 

@@ -1,0 +1,604 @@
+"""A drop zone in an S3 bucket (or any S3-compatible store: LocalStack, MinIO, moto's server).
+
+``s3://bucket/prefix`` holds the same layout as a folder under ``prefix``. S3 makes an object
+visible only once its upload completed (``uploads_are_atomic``), so a listed object is ready.
+
+Discovery: paginated ListObjectsV2 always works; with ``s3.queue_url`` configured the bucket's
+``s3:ObjectCreated:*`` notifications arrive through SQS (``s3_events.QueueConsumer``), which is
+what lets many workers share one bucket without each re-listing it to find new work.
+
+Consistency rules, because S3 has no rename:
+* reads are pinned: the version id when known, else ``If-Match`` on the listed ETag; a replaced
+  object raises ``SourceFileChanged`` and the new one is processed as a new file;
+* a move is copy, then delete of exactly the copied version (``If-Match``/``VersionId``), so an
+  upload that replaced the object meanwhile stays in incoming/;
+* the copy carries the source ETag in its metadata: a worker that died between copy and delete
+  is recognised on the retry (the ledger sends the same destination) and only the delete is redone;
+* writes never overwrite: ``If-None-Match: *`` where the endpoint enforces it, plus a HEAD check
+  where it does not (moto ignores it on CopyObject).
+
+Credentials come only from boto3's standard chain; nothing here logs them or puts them in URLs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from dropzone.errors import SourceFileChanged, SourceFileGone, SourceUnavailable, UsageError
+from dropzone.log import event
+from dropzone.models import IncomingFile
+from dropzone.sources.base import INCOMING, Source, is_temporary_name, with_suffix_number
+from dropzone.sources.s3_events import ObjectEvent, QueueConsumer
+
+if TYPE_CHECKING:
+    from dropzone.config import S3Settings, Settings
+
+_log = logging.getLogger("dropzone.sources.s3")
+_MAX_SUFFIX = 10_000
+_READ_ATTEMPTS = 4
+SOURCE_ETAG_META = "dropzone-source-etag"
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_GONE = {"NoSuchKey", "NotFound", "404", "NoSuchVersion"}
+_PRECONDITION = {"PreconditionFailed", "412"}
+_UNSUPPORTED = {"NotImplemented", "501"}
+# Content headers a copy keeps (MetadataDirective=REPLACE would otherwise drop them).
+_CONTENT_HEADERS = ("ContentType", "ContentEncoding", "ContentDisposition", "ContentLanguage", "CacheControl")
+
+
+def _code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _status(err: ClientError) -> int:
+    return int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def _is(err: ClientError, codes: set[str]) -> bool:
+    return _code(err) in codes or str(_status(err)) in codes
+
+
+def _etag(raw: str | None) -> str | None:
+    return raw.strip('"') if raw else None
+
+
+def _quoted(etag: str) -> str:
+    return f'"{etag}"'
+
+
+def _md5_verifiable(etag: str | None, response: dict[str, Any]) -> bool:
+    """A plain-MD5 ETag: single-part upload without SSE-KMS/SSE-C (those ETags are opaque)."""
+    return (
+        etag is not None
+        and re.fullmatch(r"[0-9a-f]{32}", etag) is not None
+        and response.get("ServerSideEncryption") != "aws:kms"
+        and not response.get("SSECustomerAlgorithm")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Pin:
+    """The exact object a file refers to."""
+
+    etag: str | None
+    version_id: str | None
+
+    def get_args(self) -> dict[str, str]:
+        if self.version_id:
+            return {"VersionId": self.version_id}
+        return {"IfMatch": _quoted(self.etag)} if self.etag else {}
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """``s3://bucket[/prefix]`` -> (bucket, ``"prefix/"`` or ``""``)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "s3":
+        raise UsageError(f"not an s3:// URL: {parts.scheme}://")
+    if parts.username or parts.password or "@" in parts.netloc:
+        raise UsageError("s3:// URLs must not carry credentials (use the AWS environment or profile)")
+    if parts.query or parts.fragment:
+        raise UsageError("s3:// zone URLs take no query (set s3.* options in the config instead)")
+    bucket = parts.netloc
+    if not _BUCKET.match(bucket):
+        raise UsageError(f"'{bucket}' is not a valid S3 bucket name")
+    prefix = parts.path.strip("/")
+    return bucket, f"{prefix}/" if prefix else ""
+
+
+class S3Source(Source):
+    uploads_are_atomic = True
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        options: S3Settings,
+        *,
+        temp_dir: str | None = None,
+        s3_client: Any = None,
+        sqs_client: Any = None,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self.options = options
+        self._temp_dir = temp_dir
+        self._s3 = s3_client if s3_client is not None else _client("s3", options)
+        self._conditional_writes = True
+        self._lock = threading.Lock()
+        # zone key -> (pin, local path) of downloads in progress: move() needs the version that
+        # was read, and can archive the local bytes if the sender deleted the object meanwhile.
+        self._local: dict[str, tuple[_Pin, Path]] = {}
+        self._queue: QueueConsumer | None = None
+        if options.queue_url:
+            sqs = sqs_client if sqs_client is not None else _client("sqs", options)
+            self._queue = QueueConsumer(
+                sqs,
+                options.queue_url,
+                self._accept_event,
+                wait_seconds=options.poll_seconds,
+                visibility_seconds=options.visibility_seconds,
+                retry_seconds=options.retry_seconds,
+            )
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def _full(self, key: str) -> str:
+        return self.prefix + key
+
+    def _zone_key(self, full_key: str) -> str | None:
+        return full_key[len(self.prefix) :] if full_key.startswith(self.prefix) else None
+
+    # -- listing --------------------------------------------------------------------------------
+
+    def list_incoming(self) -> list[IncomingFile]:
+        found: list[IncomingFile] = []
+        paginator = self._s3.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._full(f"{INCOMING}/")):
+                for obj in page.get("Contents", []):
+                    item = self._incoming(obj["Key"], obj["Size"], obj["LastModified"], obj.get("ETag"))
+                    if item is not None:
+                        found.append(item)
+        except (ClientError, BotoCoreError) as err:
+            raise self._unavailable("list", err) from err
+        return found
+
+    def _incoming(
+        self, full_key: str, size: int, modified: Any, etag: str | None, version_id: str | None = None
+    ) -> IncomingFile | None:
+        key = self._zone_key(full_key)
+        if key is None or not key.startswith(f"{INCOMING}/") or key.endswith("/"):
+            return None  # "folder" marker objects some tools create
+        rel = key[len(INCOMING) + 1 :]
+        if not rel or is_temporary_name(rel):
+            return None
+        tenant, _, relpath = rel.partition("/")
+        if not relpath:
+            tenant, relpath = "", rel
+        return IncomingFile(
+            tenant=tenant,
+            relpath=relpath,
+            size=int(size),
+            mtime=modified.timestamp(),
+            etag=_etag(etag),
+            version_id=version_id if version_id and version_id != "null" else None,
+        )
+
+    def stat(self, key: str) -> IncomingFile | None:
+        head = self._head(self._full(key))
+        if head is None:
+            return None
+        return self._incoming(
+            self._full(key), head["ContentLength"], head["LastModified"], head.get("ETag"), head.get("VersionId")
+        )
+
+    def _head(self, full_key: str, version_id: str | None = None) -> dict[str, Any] | None:
+        args = {"VersionId": version_id} if version_id else {}
+        try:
+            return self._s3.head_object(Bucket=self.bucket, Key=full_key, **args)
+        except ClientError as err:
+            if _is(err, _GONE) or (version_id and _code(err) in ("400", "InvalidArgument")):
+                return None
+            raise self._unavailable("head", err) from err
+        except BotoCoreError as err:
+            raise self._unavailable("head", err) from err
+
+    # -- reading --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def local_copy(self, file: IncomingFile) -> Iterator[Path]:
+        fd, name = tempfile.mkstemp(prefix="dropzone-s3-", dir=self._temp_dir)
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                pin = self._download(file, out)
+            with self._lock:
+                self._local[file.key] = (pin, path)
+            yield path
+        finally:
+            with self._lock:
+                if self._local.get(file.key, (None, None))[1] == path:
+                    del self._local[file.key]
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def _download(self, file: IncomingFile, out: IO[bytes]) -> _Pin:
+        """Stream the object to ``out`` in ``read_chunk_bytes`` pieces (memory stays bounded
+        whatever the size), resuming with a Range request if the connection drops. Every
+        request after the first is pinned to the version/ETag the first one returned."""
+        full = self._full(file.key)
+        pin = _Pin(file.etag, file.version_id)
+        written, expected, md5 = 0, None, None
+        for attempt in range(1, _READ_ATTEMPTS + 1):
+            args: dict[str, Any] = dict(pin.get_args())
+            if written:
+                args["Range"] = f"bytes={written}-"
+            try:
+                response = self._s3.get_object(Bucket=self.bucket, Key=full, **args)
+            except ClientError as err:
+                raise self._read_error(file, err) from err
+            except BotoCoreError as err:
+                if attempt == _READ_ATTEMPTS:
+                    raise self._unavailable("download", err) from err
+                continue
+            if expected is None:
+                pin = _Pin(_etag(response.get("ETag")), response.get("VersionId") or file.version_id)
+                if pin.version_id == "null":
+                    pin = _Pin(pin.etag, None)
+                expected = int(response["ContentLength"])
+                if _md5_verifiable(pin.etag, response):
+                    md5 = hashlib.md5(usedforsecurity=False)
+            body = response["Body"]
+            try:
+                for chunk in body.iter_chunks(self.options.read_chunk_bytes):
+                    out.write(chunk)
+                    if md5 is not None:
+                        md5.update(chunk)
+                    written += len(chunk)
+            except (BotoCoreError, OSError) as err:
+                event(_log, "s3.download_interrupted", logging.WARNING, key=file.key, attempt=attempt)
+                if attempt == _READ_ATTEMPTS:
+                    raise self._unavailable("download", err) from err
+                continue
+            finally:
+                body.close()
+            if written >= expected:
+                break
+        if written != expected:
+            raise SourceUnavailable(f"download of {file.key} ended early ({written} of {expected} bytes)")
+        if md5 is not None and md5.hexdigest() != pin.etag:
+            raise SourceUnavailable(f"download of {file.key} does not match its ETag (corrupted transfer)")
+        return pin
+
+    def _read_error(self, file: IncomingFile, err: ClientError) -> Exception:
+        if _is(err, _PRECONDITION):
+            event(_log, "s3.object_changed", logging.INFO, key=file.key)
+            return SourceFileChanged(file.key)
+        if _is(err, _GONE) or (file.version_id and _code(err) in ("400", "InvalidArgument")):
+            return SourceFileGone(file.key)
+        return self._unavailable("download", err)
+
+    def read_bytes(self, key: str, limit: int = 64 * 2**20) -> bytes:
+        try:
+            response = self._s3.get_object(Bucket=self.bucket, Key=self._full(key))
+            body = response["Body"]
+            try:
+                return body.read(limit)
+            finally:
+                body.close()
+        except ClientError as err:
+            if _is(err, _GONE):
+                raise SourceFileGone(key) from err
+            raise self._unavailable("read", err) from err
+        except BotoCoreError as err:
+            raise self._unavailable("read", err) from err
+
+    def exists(self, key: str) -> bool:
+        return self._head(self._full(key)) is not None
+
+    # -- moving ---------------------------------------------------------------------------------
+
+    def move(self, file: IncomingFile, dest_key: str) -> str:
+        with self._lock:
+            local = self._local.get(file.key)
+        pin = local[0] if local else _Pin(file.etag, file.version_id)
+        src_full = self._full(file.key)
+        head = self._head(src_full, pin.version_id)
+        if head is not None and pin.etag and _etag(head.get("ETag")) != pin.etag:
+            head = None  # replaced by a new upload: that one stays for its own processing
+            event(_log, "s3.object_changed", logging.INFO, key=file.key)
+        source_etag = pin.etag or (_etag(head.get("ETag")) if head else None)
+        for n in range(1, _MAX_SUFFIX):
+            key = dest_key if n == 1 else with_suffix_number(dest_key, n)
+            existing = self._head(self._full(key))
+            if existing is not None:
+                if source_etag and existing.get("Metadata", {}).get(SOURCE_ETAG_META) == source_etag:
+                    break  # our own earlier copy: a worker died before deleting the source
+                continue
+            if head is not None:
+                if self._copy(src_full, pin, head, key):
+                    break
+                if self._still_there(src_full, pin):
+                    continue  # 412 on the destination: someone else took the name
+                head = None
+            if local is None:
+                raise SourceFileChanged(file.key) if pin.etag else SourceFileGone(file.key)
+            # The object vanished or was replaced while we worked: archive the bytes we loaded.
+            if self._upload_file(local[1], key, {SOURCE_ETAG_META: source_etag} if source_etag else {}):
+                break
+        else:
+            raise SourceUnavailable(f"no free name for {dest_key}")
+        if head is not None or self._still_there(src_full, pin):
+            self._delete(src_full, pin, file.key)
+        return key
+
+    def _still_there(self, full_key: str, pin: _Pin) -> bool:
+        head = self._head(full_key, pin.version_id)
+        return head is not None and (not pin.etag or _etag(head.get("ETag")) == pin.etag)
+
+    def _copy(self, src_full: str, pin: _Pin, head: dict[str, Any], key: str) -> bool:
+        """Copy the pinned source to ``key`` unless it exists; False on a precondition failure."""
+        copy_source = {"Bucket": self.bucket, "Key": src_full}
+        if pin.version_id:
+            copy_source["VersionId"] = pin.version_id
+        metadata = dict(head.get("Metadata") or {})
+        if pin.etag:
+            metadata[SOURCE_ETAG_META] = pin.etag
+        args: dict[str, Any] = {k: head[k] for k in _CONTENT_HEADERS if head.get(k)}
+        args.update(self._encryption(), Metadata=metadata)
+        if pin.etag:
+            args["CopySourceIfMatch"] = _quoted(pin.etag)  # enforced by S3, not by moto (HEAD above)
+        try:
+            if int(head["ContentLength"]) > self.options.copy_threshold_bytes:
+                self._multipart_copy(copy_source, int(head["ContentLength"]), key, args)
+            else:
+                self._s3.copy_object(
+                    CopySource=copy_source,
+                    Bucket=self.bucket,
+                    Key=self._full(key),
+                    MetadataDirective="REPLACE",
+                    **args,
+                    **self._if_none_match(),
+                )
+            return True
+        except ClientError as err:
+            if _is(err, _PRECONDITION):
+                return False
+            if _is(err, _GONE):
+                return False
+            raise self._unavailable("copy", err) from err
+        except BotoCoreError as err:
+            raise self._unavailable("copy", err) from err
+
+    def _multipart_copy(self, copy_source: dict[str, str], size: int, key: str, args: dict[str, Any]) -> None:
+        """CopyObject stops at 5 GB: copy ranges with UploadPartCopy and complete without
+        overwriting. Nothing appears under ``key`` until the upload completes."""
+        condition = {"CopySourceIfMatch": args.pop("CopySourceIfMatch")} if "CopySourceIfMatch" in args else {}
+        full = self._full(key)
+        upload = self._s3.create_multipart_upload(Bucket=self.bucket, Key=full, **args)
+        upload_id = upload["UploadId"]
+        try:
+            parts = []
+            step = self.options.copy_part_bytes
+            for number, start in enumerate(range(0, size, step), start=1):
+                end = min(start + step, size) - 1
+                answer = self._s3.upload_part_copy(
+                    Bucket=self.bucket,
+                    Key=full,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource=copy_source,
+                    CopySourceRange=f"bytes={start}-{end}",
+                    **condition,
+                )
+                parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
+            self._s3.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=full,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                **self._if_none_match(),
+            )
+        except BaseException:
+            with contextlib.suppress(ClientError, BotoCoreError):
+                self._s3.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
+            raise
+
+    def _delete(self, full_key: str, pin: _Pin, key: str) -> None:
+        """Delete exactly the copied object. With a version id that version goes (a newer
+        upload stays current); without one, If-Match keeps a replacing upload alive."""
+        args: dict[str, str] = {}
+        if pin.version_id:
+            args["VersionId"] = pin.version_id
+        elif pin.etag and self._conditional_writes:
+            args["IfMatch"] = _quoted(pin.etag)
+        try:
+            self._s3.delete_object(Bucket=self.bucket, Key=full_key, **args)
+        except ClientError as err:
+            if _is(err, _PRECONDITION):
+                event(_log, "s3.object_changed", logging.INFO, key=key)
+                return
+            if _is(err, _GONE):
+                return
+            if _is(err, _UNSUPPORTED) and "IfMatch" in args:
+                self._conditional_writes = False
+                if self._still_there(full_key, pin):
+                    self._delete(full_key, pin, key)
+                return
+            raise self._unavailable("delete", err) from err
+        except BotoCoreError as err:
+            raise self._unavailable("delete", err) from err
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def put(self, key: str, local_path: Path, *, overwrite: bool = False) -> str:
+        return self._put_unique(key, overwrite, lambda k, ow: self._upload_file(local_path, k, {}, ow))
+
+    def put_bytes(self, key: str, data: bytes, *, overwrite: bool = False) -> str:
+        return self._put_unique(key, overwrite, lambda k, ow: self._put_object(k, data, {}, ow))
+
+    def _put_unique(self, key: str, overwrite: bool, write: Any) -> str:
+        if overwrite:
+            write(key, True)
+            return key
+        for n in range(1, _MAX_SUFFIX):
+            candidate = key if n == 1 else with_suffix_number(key, n)
+            if not self._conditional_writes and self.exists(candidate):
+                continue
+            if write(candidate, False):
+                return candidate
+        raise SourceUnavailable(f"no free name for {key}")
+
+    def _upload_file(
+        self, path: Path, key: str, metadata: dict[str, str], overwrite: bool = False
+    ) -> bool:
+        size = path.stat().st_size
+        if size <= self.options.multipart_threshold_bytes:
+            with path.open("rb") as fh:
+                return self._put_object(key, fh, metadata, overwrite)
+        return self._multipart_upload(path, key, metadata, overwrite)
+
+    def _put_object(self, key: str, body: bytes | IO[bytes], metadata: dict[str, str], overwrite: bool) -> bool:
+        """One PUT; False when ``key`` already exists (and ``overwrite`` is off)."""
+        args: dict[str, Any] = {"Metadata": metadata, **self._encryption()}
+        if not overwrite:
+            args.update(self._if_none_match())
+        try:
+            self._s3.put_object(Bucket=self.bucket, Key=self._full(key), Body=body, **args)
+            return True
+        except ClientError as err:
+            if _is(err, _PRECONDITION):
+                return False
+            if _is(err, _UNSUPPORTED) and "IfNoneMatch" in args:
+                self._conditional_writes = False  # fall back to HEAD-then-PUT for this endpoint
+                if self.exists(key):
+                    return False
+                if not isinstance(body, bytes):
+                    body.seek(0)
+                return self._put_object(key, body, metadata, True)
+            raise self._unavailable("upload", err) from err
+        except BotoCoreError as err:
+            raise self._unavailable("upload", err) from err
+
+    def _multipart_upload(self, path: Path, key: str, metadata: dict[str, str], overwrite: bool) -> bool:
+        full = self._full(key)
+        try:
+            upload = self._s3.create_multipart_upload(
+                Bucket=self.bucket, Key=full, Metadata=metadata, **self._encryption()
+            )
+        except (ClientError, BotoCoreError) as err:
+            raise self._unavailable("upload", err) from err
+        upload_id = upload["UploadId"]
+        try:
+            parts = []
+            with path.open("rb") as fh:
+                number = 1
+                while chunk := fh.read(self.options.part_bytes):
+                    answer = self._s3.upload_part(
+                        Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number, Body=chunk
+                    )
+                    parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+                    number += 1
+            self._s3.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=full,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                **({} if overwrite else self._if_none_match()),
+            )
+            return True
+        except ClientError as err:
+            self._abort(full, upload_id)
+            if _is(err, _PRECONDITION):
+                return False
+            raise self._unavailable("upload", err) from err
+        except BaseException:
+            self._abort(full, upload_id)
+            raise
+
+    def _abort(self, full_key: str, upload_id: str) -> None:
+        with contextlib.suppress(ClientError, BotoCoreError):
+            self._s3.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload_id)
+
+    def _if_none_match(self) -> dict[str, str]:
+        return {"IfNoneMatch": "*"} if self._conditional_writes else {}
+
+    def _encryption(self) -> dict[str, str]:
+        if self.options.sse_kms_key_id:
+            return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.options.sse_kms_key_id}
+        return {}
+
+    # -- notifications --------------------------------------------------------------------------
+
+    def _accept_event(self, item: ObjectEvent) -> str | None:
+        if item.bucket != self.bucket:
+            return None
+        key = self._zone_key(item.key)
+        if key is None or not key.startswith(f"{INCOMING}/") or key.endswith("/"):
+            return None
+        return None if is_temporary_name(key[len(INCOMING) + 1 :]) else key
+
+    def start(self) -> None:
+        try:
+            self._s3.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as err:
+            raise self._unavailable("open bucket", err) from err
+
+    def wait_for_activity(self, timeout: float, stop: threading.Event) -> set[str]:
+        if self._queue is None:
+            return super().wait_for_activity(timeout, stop)
+        return set(self._queue.receive(timeout, stop))
+
+    def acknowledge(self, key: str, *, processed: bool = True) -> None:
+        if self._queue is not None:
+            self._queue.acknowledge(key, processed)
+
+    def close(self) -> None:
+        if self._queue is not None:
+            self._queue.close()
+
+    # -- errors ---------------------------------------------------------------------------------
+
+    def _unavailable(self, action: str, err: Exception) -> SourceUnavailable:
+        if isinstance(err, ClientError):
+            code = _code(err) or str(_status(err))
+            if code in ("NoSuchBucket",):
+                return SourceUnavailable(f"{action} failed: bucket {self.bucket} does not exist")
+            return SourceUnavailable(f"{action} failed on {self.url}: {code}")
+        return SourceUnavailable(f"{action} failed on {self.url}: {type(err).__name__}")
+
+
+def _client(service: str, options: S3Settings) -> Any:
+    config = Config(
+        region_name=options.region,
+        retries={"mode": "standard", "max_attempts": 5},
+        max_pool_connections=32,
+        s3={"addressing_style": options.addressing_style},
+    )
+    # Credentials and (unless configured here) the endpoint come from boto3's own chain,
+    # including AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL_SQS.
+    session = boto3.session.Session()
+    if options.region is None and session.region_name is None:
+        config = config.merge(Config(region_name="us-east-1"))
+    return session.client(service, endpoint_url=options.endpoint_url, config=config)
+
+
+def open_s3_source(url: str, settings: Settings) -> S3Source:
+    bucket, prefix = parse_s3_url(url)
+    return S3Source(bucket, prefix, settings.s3, temp_dir=settings.pipeline.temp_dir)
