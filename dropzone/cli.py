@@ -41,8 +41,11 @@ class Context:
         self.config_dir = config_dir
         self.log_format = log_format
         self.log_level = log_level
+        self.s3: dict[str, str] = {}
 
     def settings(self, **overrides: Any) -> Settings:
+        if self.s3:
+            overrides["s3"] = dict(self.s3)
         try:
             settings = load_settings(self.config_dir, **overrides)
         except UsageError as err:
@@ -72,9 +75,34 @@ def main(ctx: click.Context, config_dir: str | None, log_format: str | None, log
     ctx.obj = Context(config_dir, log_format, log_level)
 
 
-zone_option = click.option(
-    "--zone", metavar="ZONE", help="Drop zone: a folder, s3://bucket/prefix or sftp://user@host:port/path."
-)
+def _remember_s3(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None and param.name:
+        ctx.find_object(Context).s3[param.name] = value
+
+
+def zone_option(command: Any) -> Any:
+    """``--zone``, plus ``--queue-url``/``--endpoint-url`` for s3:// zones (into settings.s3)."""
+    command = click.option(
+        "--endpoint-url",
+        metavar="URL",
+        expose_value=False,
+        callback=_remember_s3,
+        help="S3/SQS endpoint for s3:// zones (LocalStack, moto); default: AWS_ENDPOINT_URL or AWS.",
+    )(command)
+    command = click.option(
+        "--queue-url",
+        metavar="URL",
+        expose_value=False,
+        callback=_remember_s3,
+        help="SQS queue receiving the bucket's ObjectCreated notifications (s3:// zones).",
+    )(command)
+    return click.option(
+        "--zone",
+        metavar="ZONE",
+        help="Drop zone: a folder, s3://bucket/prefix or sftp://user@host:port/path.",
+    )(command)
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout.")
 
 

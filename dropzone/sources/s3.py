@@ -29,7 +29,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -74,6 +74,11 @@ def _is(err: ClientError, codes: set[str]) -> bool:
 
 def _etag(raw: str | None) -> str | None:
     return raw.strip('"') if raw else None
+
+
+def _version(raw: str | None) -> str | None:
+    """S3 reports ``"null"`` for objects written while versioning was off or suspended."""
+    return raw if raw and raw != "null" else None
 
 
 def _quoted(etag: str) -> str:
@@ -138,6 +143,7 @@ class S3Source(Source):
         self._temp_dir = temp_dir
         self._s3 = s3_client if s3_client is not None else _client("s3", options)
         self._conditional_writes = True
+        self._versioning: bool | None = None
         self._lock = threading.Lock()
         # zone key -> (pin, local path) of downloads in progress: move() needs the version that
         # was read, and can archive the local bytes if the sender deleted the object meanwhile.
@@ -167,10 +173,30 @@ class S3Source(Source):
     # -- listing --------------------------------------------------------------------------------
 
     def list_incoming(self) -> list[IncomingFile]:
+        prefix = self._full(f"{INCOMING}/")
         found: list[IncomingFile] = []
-        paginator = self._s3.get_paginator("list_objects_v2")
         try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._full(f"{INCOMING}/")):
+            if self._versioned():
+                # Versioned bucket: list versions to learn each object's version id (recorded in
+                # the ledger and used to pin reads) without a HEAD per object.
+                pages = self._s3.get_paginator("list_object_versions").paginate(
+                    Bucket=self.bucket, Prefix=prefix
+                )
+                for page in pages:
+                    for obj in page.get("Versions", []):
+                        if obj.get("IsLatest"):
+                            item = self._incoming(
+                                obj["Key"],
+                                obj["Size"],
+                                obj["LastModified"],
+                                obj.get("ETag"),
+                                obj.get("VersionId"),
+                            )
+                            if item is not None:
+                                found.append(item)
+                return found
+            pages = self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
                 for obj in page.get("Contents", []):
                     item = self._incoming(obj["Key"], obj["Size"], obj["LastModified"], obj.get("ETag"))
                     if item is not None:
@@ -178,6 +204,19 @@ class S3Source(Source):
         except (ClientError, BotoCoreError) as err:
             raise self._unavailable("list", err) from err
         return found
+
+    def _versioned(self) -> bool:
+        """Whether the bucket has (or had) versioning, asked once. Without permission to ask,
+        assume not: reads are then pinned by ETag, which is just as safe."""
+        if self._versioning is None:
+            try:
+                status = self._s3.get_bucket_versioning(Bucket=self.bucket).get("Status")
+            except ClientError as err:
+                if _status(err) != 403:
+                    raise
+                status = None
+            self._versioning = status in ("Enabled", "Suspended")
+        return self._versioning
 
     def _incoming(
         self, full_key: str, size: int, modified: Any, etag: str | None, version_id: str | None = None
@@ -197,7 +236,7 @@ class S3Source(Source):
             size=int(size),
             mtime=modified.timestamp(),
             etag=_etag(etag),
-            version_id=version_id if version_id and version_id != "null" else None,
+            version_id=_version(version_id),
         )
 
     def stat(self, key: str) -> IncomingFile | None:
@@ -205,7 +244,11 @@ class S3Source(Source):
         if head is None:
             return None
         return self._incoming(
-            self._full(key), head["ContentLength"], head["LastModified"], head.get("ETag"), head.get("VersionId")
+            self._full(key),
+            head["ContentLength"],
+            head["LastModified"],
+            head.get("ETag"),
+            head.get("VersionId"),
         )
 
     def _head(self, full_key: str, version_id: str | None = None) -> dict[str, Any] | None:
@@ -258,9 +301,9 @@ class S3Source(Source):
                     raise self._unavailable("download", err) from err
                 continue
             if expected is None:
-                pin = _Pin(_etag(response.get("ETag")), response.get("VersionId") or file.version_id)
-                if pin.version_id == "null":
-                    pin = _Pin(pin.etag, None)
+                pin = _Pin(
+                    _etag(response.get("ETag")), _version(response.get("VersionId")) or file.version_id
+                )
                 expected = int(response["ContentLength"])
                 if _md5_verifiable(pin.etag, response):
                     md5 = hashlib.md5(usedforsecurity=False)
@@ -318,17 +361,24 @@ class S3Source(Source):
         with self._lock:
             local = self._local.get(file.key)
         pin = local[0] if local else _Pin(file.etag, file.version_id)
-        src_full = self._full(file.key)
+        return self._move(file.key, pin, local[1] if local else None, dest_key)
+
+    def move_key(self, src_key: str, dest_key: str) -> str:
+        return self._move(src_key, _Pin(None, None), None, dest_key)
+
+    def _move(self, src_key: str, pin: _Pin, local: Path | None, dest_key: str) -> str:
+        src_full = self._full(src_key)
         head = self._head(src_full, pin.version_id)
         if head is not None and pin.etag and _etag(head.get("ETag")) != pin.etag:
             head = None  # replaced by a new upload: that one stays for its own processing
-            event(_log, "s3.object_changed", logging.INFO, key=file.key)
-        source_etag = pin.etag or (_etag(head.get("ETag")) if head else None)
+            event(_log, "s3.object_changed", logging.INFO, key=src_key)
+        if head is not None and pin.etag is None:
+            pin = _Pin(_etag(head.get("ETag")), _version(head.get("VersionId")))
         for n in range(1, _MAX_SUFFIX):
             key = dest_key if n == 1 else with_suffix_number(dest_key, n)
             existing = self._head(self._full(key))
             if existing is not None:
-                if source_etag and existing.get("Metadata", {}).get(SOURCE_ETAG_META) == source_etag:
+                if pin.etag and existing.get("Metadata", {}).get(SOURCE_ETAG_META) == pin.etag:
                     break  # our own earlier copy: a worker died before deleting the source
                 continue
             if head is not None:
@@ -338,14 +388,14 @@ class S3Source(Source):
                     continue  # 412 on the destination: someone else took the name
                 head = None
             if local is None:
-                raise SourceFileChanged(file.key) if pin.etag else SourceFileGone(file.key)
+                raise SourceFileChanged(src_key) if pin.etag else SourceFileGone(src_key)
             # The object vanished or was replaced while we worked: archive the bytes we loaded.
-            if self._upload_file(local[1], key, {SOURCE_ETAG_META: source_etag} if source_etag else {}):
+            if self._upload_file(local, key, {SOURCE_ETAG_META: pin.etag} if pin.etag else {}):
                 break
         else:
             raise SourceUnavailable(f"no free name for {dest_key}")
         if head is not None or self._still_there(src_full, pin):
-            self._delete(src_full, pin, file.key)
+            self._delete(src_full, pin, src_key)
         return key
 
     def _still_there(self, full_key: str, pin: _Pin) -> bool:
@@ -389,7 +439,9 @@ class S3Source(Source):
     def _multipart_copy(self, copy_source: dict[str, str], size: int, key: str, args: dict[str, Any]) -> None:
         """CopyObject stops at 5 GB: copy ranges with UploadPartCopy and complete without
         overwriting. Nothing appears under ``key`` until the upload completes."""
-        condition = {"CopySourceIfMatch": args.pop("CopySourceIfMatch")} if "CopySourceIfMatch" in args else {}
+        condition = (
+            {"CopySourceIfMatch": args.pop("CopySourceIfMatch")} if "CopySourceIfMatch" in args else {}
+        )
         full = self._full(key)
         upload = self._s3.create_multipart_upload(Bucket=self.bucket, Key=full, **args)
         upload_id = upload["UploadId"]
@@ -424,8 +476,10 @@ class S3Source(Source):
         """Delete exactly the copied object. With a version id that version goes (a newer
         upload stays current); without one, If-Match keeps a replacing upload alive."""
         args: dict[str, str] = {}
+        superseded: list[str] = []
         if pin.version_id:
             args["VersionId"] = pin.version_id
+            superseded = self._superseded(full_key, pin.version_id)
         elif pin.etag and self._conditional_writes:
             args["IfMatch"] = _quoted(pin.etag)
         try:
@@ -444,6 +498,37 @@ class S3Source(Source):
             raise self._unavailable("delete", err) from err
         except BotoCoreError as err:
             raise self._unavailable("delete", err) from err
+        if superseded:
+            self._delete_versions(full_key, superseded)
+
+    def _superseded(self, full_key: str, version_id: str) -> list[str]:
+        """Versioned bucket: deleting the processed version would make an older upload of the
+        same name current again (and processed after its replacement). These are the versions
+        it superseded, to remove as a folder overwrite would have; newer uploads stay."""
+        older: list[str] = []
+        found = False
+        try:
+            pages = self._s3.get_paginator("list_object_versions").paginate(
+                Bucket=self.bucket, Prefix=full_key
+            )
+            for page in pages:
+                for obj in page.get("Versions", []):  # one key's versions come newest first
+                    if obj["Key"] != full_key:
+                        continue
+                    if found:
+                        older.append(obj["VersionId"])
+                    found = found or obj["VersionId"] == version_id
+        except (ClientError, BotoCoreError) as err:
+            event(_log, "s3.superseded_cleanup_failed", logging.WARNING, error_type=type(err).__name__)
+        return older
+
+    def _delete_versions(self, full_key: str, versions: list[str]) -> None:
+        try:
+            for start in range(0, len(versions), 1000):
+                batch = [{"Key": full_key, "VersionId": v} for v in versions[start : start + 1000]]
+                self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+        except (ClientError, BotoCoreError) as err:
+            event(_log, "s3.superseded_cleanup_failed", logging.WARNING, error_type=type(err).__name__)
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -453,7 +538,7 @@ class S3Source(Source):
     def put_bytes(self, key: str, data: bytes, *, overwrite: bool = False) -> str:
         return self._put_unique(key, overwrite, lambda k, ow: self._put_object(k, data, {}, ow))
 
-    def _put_unique(self, key: str, overwrite: bool, write: Any) -> str:
+    def _put_unique(self, key: str, overwrite: bool, write: Callable[[str, bool], bool]) -> str:
         if overwrite:
             write(key, True)
             return key
@@ -465,16 +550,16 @@ class S3Source(Source):
                 return candidate
         raise SourceUnavailable(f"no free name for {key}")
 
-    def _upload_file(
-        self, path: Path, key: str, metadata: dict[str, str], overwrite: bool = False
-    ) -> bool:
+    def _upload_file(self, path: Path, key: str, metadata: dict[str, str], overwrite: bool = False) -> bool:
         size = path.stat().st_size
         if size <= self.options.multipart_threshold_bytes:
             with path.open("rb") as fh:
                 return self._put_object(key, fh, metadata, overwrite)
         return self._multipart_upload(path, key, metadata, overwrite)
 
-    def _put_object(self, key: str, body: bytes | IO[bytes], metadata: dict[str, str], overwrite: bool) -> bool:
+    def _put_object(
+        self, key: str, body: bytes | IO[bytes], metadata: dict[str, str], overwrite: bool
+    ) -> bool:
         """One PUT; False when ``key`` already exists (and ``overwrite`` is off)."""
         args: dict[str, Any] = {"Metadata": metadata, **self._encryption()}
         if not overwrite:

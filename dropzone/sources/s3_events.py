@@ -245,7 +245,7 @@ class QueueConsumer:
 
     def _heartbeat(self) -> None:
         # Extend well before expiry: a third of the visibility leaves room for two slow calls.
-        interval = max(self._visibility / 3, 1.0)
+        interval = max(self._visibility / 3, 0.5)
         while not self._stop.wait(interval):
             with self._lock:
                 receipts = [h.receipt for h in self._state.messages.values()]
