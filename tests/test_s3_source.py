@@ -256,15 +256,17 @@ def test_object_replaced_while_processing_stays_and_the_processed_bytes_are_arch
     assert remaining.etag == hashlib.md5(b"version two, uploaded meanwhile").hexdigest()
 
 
-def test_object_deleted_while_processing_archives_the_processed_bytes(mock_s3: Any) -> None:
+def test_object_deleted_while_processing_is_gone(mock_s3: Any) -> None:
+    """Whoever removed it (the sender, or another worker that just archived it), our local
+    bytes are not archived a second time."""
     source = make_source()
     put(mock_s3, "incoming/acme/a.ndjson", b"loaded bytes")
     file = only(source)
     with source.local_copy(file):
         mock_s3.delete_object(Bucket=BUCKET, Key=file.key)
-        used = source.move(file, "archived/acme/a.ndjson")
-    assert mock_s3.get_object(Bucket=BUCKET, Key=used)["Body"].read() == b"loaded bytes"
-    assert source.list_incoming() == []
+        with pytest.raises(SourceFileGone):
+            source.move(file, "archived/acme/a.ndjson")
+    assert keys(mock_s3) == []
 
 
 def test_versioned_move_removes_the_processed_and_superseded_versions_only(mock_s3: Any) -> None:

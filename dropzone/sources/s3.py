@@ -36,6 +36,7 @@ from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -367,11 +368,19 @@ class S3Source(Source):
         return self._move(src_key, _Pin(None, None), None, dest_key)
 
     def _move(self, src_key: str, pin: _Pin, local: Path | None, dest_key: str) -> str:
+        """Copy the pinned object to the first free name, then delete exactly that object.
+
+        * Its own earlier copy at a candidate name (a worker died between copy and delete; the
+          ledger retries with the same destination) counts as done: only the delete is redone.
+        * The key now holds a different upload (a sender replaced it while we processed): the
+          bytes we processed are archived from the local copy, the new upload stays in incoming/.
+        * Nothing under the key: SourceFileGone. Another worker may have moved it a moment ago,
+          so archiving our local bytes here would make a second, false copy.
+        """
         src_full = self._full(src_key)
         head = self._head(src_full, pin.version_id)
         if head is not None and pin.etag and _etag(head.get("ETag")) != pin.etag:
-            head = None  # replaced by a new upload: that one stays for its own processing
-            event(_log, "s3.object_changed", logging.INFO, key=src_key)
+            head = None
         if head is not None and pin.etag is None:
             pin = _Pin(_etag(head.get("ETag")), _version(head.get("VersionId")))
         for n in range(1, _MAX_SUFFIX):
@@ -379,7 +388,7 @@ class S3Source(Source):
             existing = self._head(self._full(key))
             if existing is not None:
                 if pin.etag and existing.get("Metadata", {}).get(SOURCE_ETAG_META) == pin.etag:
-                    break  # our own earlier copy: a worker died before deleting the source
+                    break  # our own earlier copy
                 continue
             if head is not None:
                 if self._copy(src_full, pin, head, key):
@@ -387,10 +396,10 @@ class S3Source(Source):
                 if self._still_there(src_full, pin):
                     continue  # 412 on the destination: someone else took the name
                 head = None
-            if local is None:
-                raise SourceFileChanged(src_key) if pin.etag else SourceFileGone(src_key)
-            # The object vanished or was replaced while we worked: archive the bytes we loaded.
-            if self._upload_file(local, key, {SOURCE_ETAG_META: pin.etag} if pin.etag else {}):
+            if local is None or pin.etag is None or self._head(src_full) is None:
+                raise SourceFileGone(src_key)
+            event(_log, "s3.object_changed", logging.INFO, key=src_key)
+            if self._upload_file(local, key, {SOURCE_ETAG_META: pin.etag}):
                 break
         else:
             raise SourceUnavailable(f"no free name for {dest_key}")
@@ -669,6 +678,18 @@ class S3Source(Source):
         return SourceUnavailable(f"{action} failed on {self.url}: {type(err).__name__}")
 
 
+_LOADER_LOCK = threading.Lock()
+_LOADER: Any = None
+
+
+def _shared_loader() -> Any:
+    global _LOADER
+    with _LOADER_LOCK:
+        if _LOADER is None:
+            _LOADER = botocore.session.get_session().get_component("data_loader")
+        return _LOADER
+
+
 def _client(service: str, options: S3Settings) -> Any:
     config = Config(
         region_name=options.region,
@@ -677,8 +698,11 @@ def _client(service: str, options: S3Settings) -> Any:
         s3={"addressing_style": options.addressing_style},
     )
     # Credentials and (unless configured here) the endpoint come from boto3's own chain,
-    # including AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL_SQS.
-    session = boto3.session.Session()
+    # including AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL_SQS. A new session per
+    # source keeps that chain fresh; only the parsed service models are shared (they are large).
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _shared_loader())
+    session = boto3.session.Session(botocore_session=core)
     if options.region is None and session.region_name is None:
         config = config.merge(Config(region_name="us-east-1"))
     return session.client(service, endpoint_url=options.endpoint_url, config=config)
