@@ -15,6 +15,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from dropzone.models import Counts
 from dropzone.pipeline.canonical import resource_hash
 from dropzone.pipeline.lease import Heartbeat
@@ -118,11 +120,18 @@ class Loader:
         for record in records:
             row = []
             if not record.failed:
-                for resource in record.resources:
-                    w = ResourceWrite(
-                        resource["resourceType"], resource["id"], resource, resource_hash(resource)
-                    )
-                    row.append(w)
+                try:
+                    for resource in record.resources:
+                        row.append(
+                            ResourceWrite(
+                                resource["resourceType"], resource["id"], resource, resource_hash(resource)
+                            )
+                        )
+                except (orjson.JSONEncodeError, RecursionError):
+                    # orjson refuses nesting deeper than 255 levels: reject the record, not the file.
+                    record.issues.append(Issue("too_deep", "the resource nests too deeply to store"))
+                    row = []
+                for w in row:
                     by_type.setdefault(w.type, []).append(w.id)
             writes.append(row)
         result.times.hash += time.perf_counter() - started
