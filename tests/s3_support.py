@@ -110,8 +110,16 @@ class StoreManager(BaseManager):
     call from a worker runs in the manager process, so leases and upserts are really shared."""
 
 
-StoreManager.register("resources", callable=lambda: _shared().resources)
-StoreManager.register("ledger", callable=lambda: _shared().ledger)
+def _shared_resources() -> Any:
+    return _shared().resources
+
+
+def _shared_ledger() -> Any:
+    return _shared().ledger
+
+
+StoreManager.register("resources", callable=_shared_resources)
+StoreManager.register("ledger", callable=_shared_ledger)
 
 
 class SharedStore(Store):

@@ -129,7 +129,8 @@ def test_bad_lines_make_a_partial_file_with_a_rejects_file(zone: Path, make_pipe
         "line 2": "invalid_json",
         "line 4": "invalid_json",
         "line 6": "invalid.string_type",
-        "line 8": "record_too_large", "line 10": "too_deep",
+        "line 8": "record_too_large",
+        "line 10": "too_deep",
     }
     rejects = (zone / report["rejects_file"]).read_bytes().splitlines()
     assert rejects == [lines[1], lines[3], lines[5], lines[7], lines[9]]
