@@ -24,6 +24,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dropzone import log
+from dropzone.cli_s3 import cli_s3_overrides, s3_connection_options
+from dropzone.cli_sftp import cli_sftp_overrides, sftp_config, sftp_connection_options
 from dropzone.config import TENANT_NAME, Settings, load_settings
 from dropzone.errors import DropzoneError, SourceFileGone, UsageError
 from dropzone.models import FileResult, IncomingFile, Outcome
@@ -41,11 +43,10 @@ class Context:
         self.config_dir = config_dir
         self.log_format = log_format
         self.log_level = log_level
-        self.s3: dict[str, str] = {}
 
     def settings(self, **overrides: Any) -> Settings:
-        if self.s3:
-            overrides["s3"] = dict(self.s3)
+        overrides.setdefault("sftp", cli_sftp_overrides())
+        overrides.setdefault("s3", cli_s3_overrides())
         try:
             settings = load_settings(self.config_dir, **overrides)
         except UsageError as err:
@@ -75,32 +76,14 @@ def main(ctx: click.Context, config_dir: str | None, log_format: str | None, log
     ctx.obj = Context(config_dir, log_format, log_level)
 
 
-def _remember_s3(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    if value is not None and param.name:
-        ctx.find_object(Context).s3[param.name] = value
-
-
-def zone_option(command: Any) -> Any:
-    """``--zone``, plus ``--queue-url``/``--endpoint-url`` for s3:// zones (into settings.s3)."""
-    command = click.option(
-        "--endpoint-url",
-        metavar="URL",
-        expose_value=False,
-        callback=_remember_s3,
-        help="S3/SQS endpoint for s3:// zones (LocalStack, moto); default: AWS_ENDPOINT_URL or AWS.",
-    )(command)
-    command = click.option(
-        "--queue-url",
-        metavar="URL",
-        expose_value=False,
-        callback=_remember_s3,
-        help="SQS queue receiving the bucket's ObjectCreated notifications (s3:// zones).",
-    )(command)
+def zone_option(func: Any) -> Any:
+    func = sftp_connection_options(func)
+    func = s3_connection_options(func)
     return click.option(
         "--zone",
         metavar="ZONE",
         help="Drop zone: a folder, s3://bucket/prefix or sftp://user@host:port/path.",
-    )(command)
+    )(func)
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout.")
@@ -331,7 +314,7 @@ def _finish(service: Service, results: list[FileResult], as_json: bool) -> None:
             "loaded",
             "unchanged",
             "rejected",
-            "reason / report",
+            "reason",
             title=f"{len(results)} file(s)",
         )
         for r in results:
@@ -346,9 +329,12 @@ def _finish(service: Service, results: list[FileResult], as_json: bool) -> None:
                 str(r.counts.loaded),
                 str(r.counts.unchanged),
                 str(r.counts.rejected),
-                " ".join(x for x in (r.reason, r.report) if x),
+                r.reason or "",
             )
         stdout.print(table)
+        for r in results:
+            if r.report:
+                stdout.print(f"report for {r.name}: {r.report}", soft_wrap=True)
         _print_resources(counts)
         if not service.store.persistent:
             stdout.print(
@@ -438,6 +424,9 @@ def _install_signal_handlers(stop: threading.Event, service: Service) -> None:
 
     signal.signal(signal.SIGINT, on_sigint)
     signal.signal(signal.SIGTERM, on_sigterm)
+
+
+main.add_command(sftp_config)
 
 
 @contextlib.contextmanager

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import BULK, HL7, SYNTHEA, drop, line_count
 
+from conftest import BULK, HL7, SYNTHEA, drop, line_count
 from dropzone.models import Outcome
 from dropzone.store.memory import MemoryStore
 

@@ -9,8 +9,8 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import BULK, JSONSUITE, drop
 
+from conftest import BULK, JSONSUITE, drop
 from dropzone.models import Outcome
 from dropzone.store.memory import MemoryStore
 
