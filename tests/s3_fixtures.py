@@ -5,6 +5,7 @@ A test module opts in with ``pytest_plugins = ["s3_fixtures"]``.
 
 from __future__ import annotations
 
+import logging
 import os
 import urllib.request
 from collections.abc import Iterator
@@ -43,6 +44,7 @@ def moto_endpoint() -> Iterator[str]:
     """moto's real HTTP server (S3 and SQS), shared by the session; reset per test."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
