@@ -115,7 +115,8 @@ def test_two_workers_on_one_queue_process_each_of_50_files_once(
             Bucket=BUCKET, Key=f"partners/incoming/acme/drop-{i:02d}.ndjson", Body=patients(2, start=2 * i)
         )
 
-    wait_until(lambda: len(finished(store)) >= 50)
+    # The ledger has each outcome just before the file is moved: wait for both.
+    wait_until(lambda: len(finished(store)) >= 50 and not keys(s3, "partners/incoming/"))
     wait_until(lambda: queue_depth(sqs, queue_url) == 0)  # every notification deleted after its outcome
 
     records = finished(store)
@@ -146,7 +147,7 @@ def test_a_worker_killed_mid_file_is_replaced_after_its_lease_expires(
     doomed.join()
 
     workers.start("rescuer")
-    wait_until(lambda: len(finished(store)) == 1)
+    wait_until(lambda: len(finished(store)) == 1 and not keys(s3, "partners/incoming/"))
 
     (record,) = store.ledger.files(limit=10)
     assert record["state"] == "archived" and record["worker"] == "rescuer"

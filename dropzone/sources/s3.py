@@ -23,106 +23,46 @@ Credentials come only from boto3's standard chain; nothing here logs them or put
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
-import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-import boto3
-import botocore.session
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from dropzone.errors import SourceFileChanged, SourceFileGone, SourceUnavailable, UsageError
+from dropzone.errors import SourceFileGone, SourceUnavailable
 from dropzone.log import event
 from dropzone.models import IncomingFile
 from dropzone.sources.base import INCOMING, Source, is_temporary_name, with_suffix_number
+from dropzone.sources.s3_client import (
+    GONE,
+    PRECONDITION,
+    UNSUPPORTED,
+    Pin,
+    etag_of,
+    http_status,
+    is_bad_version,
+    is_error,
+    make_client,
+    parse_s3_url,
+    quoted,
+    unavailable,
+    version_of,
+)
 from dropzone.sources.s3_events import ObjectEvent, QueueConsumer
+from dropzone.sources.s3_transfer import download, multipart_copy, multipart_upload
 
 if TYPE_CHECKING:
     from dropzone.config import S3Settings, Settings
 
 _log = logging.getLogger("dropzone.sources.s3")
 _MAX_SUFFIX = 10_000
-_READ_ATTEMPTS = 4
 SOURCE_ETAG_META = "dropzone-source-etag"
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_GONE = {"NoSuchKey", "NotFound", "404", "NoSuchVersion"}
-_PRECONDITION = {"PreconditionFailed", "412"}
-_UNSUPPORTED = {"NotImplemented", "501"}
 # Content headers a copy keeps (MetadataDirective=REPLACE would otherwise drop them).
 _CONTENT_HEADERS = ("ContentType", "ContentEncoding", "ContentDisposition", "ContentLanguage", "CacheControl")
-
-
-def _code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
-
-
-def _status(err: ClientError) -> int:
-    return int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-
-def _is(err: ClientError, codes: set[str]) -> bool:
-    return _code(err) in codes or str(_status(err)) in codes
-
-
-def _etag(raw: str | None) -> str | None:
-    return raw.strip('"') if raw else None
-
-
-def _version(raw: str | None) -> str | None:
-    """S3 reports ``"null"`` for objects written while versioning was off or suspended."""
-    return raw if raw and raw != "null" else None
-
-
-def _quoted(etag: str) -> str:
-    return f'"{etag}"'
-
-
-def _md5_verifiable(etag: str | None, response: dict[str, Any]) -> bool:
-    """A plain-MD5 ETag: single-part upload without SSE-KMS/SSE-C (those ETags are opaque)."""
-    return (
-        etag is not None
-        and re.fullmatch(r"[0-9a-f]{32}", etag) is not None
-        and response.get("ServerSideEncryption") != "aws:kms"
-        and not response.get("SSECustomerAlgorithm")
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _Pin:
-    """The exact object a file refers to."""
-
-    etag: str | None
-    version_id: str | None
-
-    def get_args(self) -> dict[str, str]:
-        if self.version_id:
-            return {"VersionId": self.version_id}
-        return {"IfMatch": _quoted(self.etag)} if self.etag else {}
-
-
-def parse_s3_url(url: str) -> tuple[str, str]:
-    """``s3://bucket[/prefix]`` -> (bucket, ``"prefix/"`` or ``""``)."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "s3":
-        raise UsageError(f"not an s3:// URL: {parts.scheme}://")
-    if parts.username or parts.password or "@" in parts.netloc:
-        raise UsageError("s3:// URLs must not carry credentials (use the AWS environment or profile)")
-    if parts.query or parts.fragment:
-        raise UsageError("s3:// zone URLs take no query (set s3.* options in the config instead)")
-    bucket = parts.netloc
-    if not _BUCKET.match(bucket):
-        raise UsageError(f"'{bucket}' is not a valid S3 bucket name")
-    prefix = parts.path.strip("/")
-    return bucket, f"{prefix}/" if prefix else ""
 
 
 class S3Source(Source):
@@ -142,16 +82,16 @@ class S3Source(Source):
         self.prefix = prefix
         self.options = options
         self._temp_dir = temp_dir
-        self._s3 = s3_client if s3_client is not None else _client("s3", options)
+        self._s3 = s3_client if s3_client is not None else make_client("s3", options)
         self._conditional_writes = True
         self._versioning: bool | None = None
         self._lock = threading.Lock()
         # zone key -> (pin, local path) of downloads in progress: move() needs the version that
         # was read, and can archive the local bytes if the sender deleted the object meanwhile.
-        self._local: dict[str, tuple[_Pin, Path]] = {}
+        self._local: dict[str, tuple[Pin, Path]] = {}
         self._queue: QueueConsumer | None = None
         if options.queue_url:
-            sqs = sqs_client if sqs_client is not None else _client("sqs", options)
+            sqs = sqs_client if sqs_client is not None else make_client("sqs", options)
             self._queue = QueueConsumer(
                 sqs,
                 options.queue_url,
@@ -213,7 +153,7 @@ class S3Source(Source):
             try:
                 status = self._s3.get_bucket_versioning(Bucket=self.bucket).get("Status")
             except ClientError as err:
-                if _status(err) != 403:
+                if http_status(err) != 403:
                     raise
                 status = None
             self._versioning = status in ("Enabled", "Suspended")
@@ -236,8 +176,8 @@ class S3Source(Source):
             relpath=relpath,
             size=int(size),
             mtime=modified.timestamp(),
-            etag=_etag(etag),
-            version_id=_version(version_id),
+            etag=etag_of(etag),
+            version_id=version_of(version_id),
         )
 
     def stat(self, key: str) -> IncomingFile | None:
@@ -257,7 +197,7 @@ class S3Source(Source):
         try:
             return self._s3.head_object(Bucket=self.bucket, Key=full_key, **args)
         except ClientError as err:
-            if _is(err, _GONE) or (version_id and _code(err) in ("400", "InvalidArgument")):
+            if is_error(err, GONE) or (version_id and is_bad_version(err)):
                 return None
             raise self._unavailable("head", err) from err
         except BotoCoreError as err:
@@ -271,7 +211,16 @@ class S3Source(Source):
         path = Path(name)
         try:
             with os.fdopen(fd, "wb") as out:
-                pin = self._download(file, out)
+                pin = download(
+                    self._s3,
+                    self.bucket,
+                    self._full(file.key),
+                    file.key,
+                    Pin(file.etag, file.version_id),
+                    out,
+                    self.options.read_chunk_bytes,
+                    self.url,
+                )
             with self._lock:
                 self._local[file.key] = (pin, path)
             yield path
@@ -282,62 +231,6 @@ class S3Source(Source):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
-    def _download(self, file: IncomingFile, out: IO[bytes]) -> _Pin:
-        """Stream the object to ``out`` in ``read_chunk_bytes`` pieces (memory stays bounded
-        whatever the size), resuming with a Range request if the connection drops. Every
-        request after the first is pinned to the version/ETag the first one returned."""
-        full = self._full(file.key)
-        pin = _Pin(file.etag, file.version_id)
-        written, expected, md5 = 0, None, None
-        for attempt in range(1, _READ_ATTEMPTS + 1):
-            args: dict[str, Any] = dict(pin.get_args())
-            if written:
-                args["Range"] = f"bytes={written}-"
-            try:
-                response = self._s3.get_object(Bucket=self.bucket, Key=full, **args)
-            except ClientError as err:
-                raise self._read_error(file, err) from err
-            except BotoCoreError as err:
-                if attempt == _READ_ATTEMPTS:
-                    raise self._unavailable("download", err) from err
-                continue
-            if expected is None:
-                pin = _Pin(
-                    _etag(response.get("ETag")), _version(response.get("VersionId")) or file.version_id
-                )
-                expected = int(response["ContentLength"])
-                if _md5_verifiable(pin.etag, response):
-                    md5 = hashlib.md5(usedforsecurity=False)
-            body = response["Body"]
-            try:
-                for chunk in body.iter_chunks(self.options.read_chunk_bytes):
-                    out.write(chunk)
-                    if md5 is not None:
-                        md5.update(chunk)
-                    written += len(chunk)
-            except (BotoCoreError, OSError) as err:
-                event(_log, "s3.download_interrupted", logging.WARNING, key=file.key, attempt=attempt)
-                if attempt == _READ_ATTEMPTS:
-                    raise self._unavailable("download", err) from err
-                continue
-            finally:
-                body.close()
-            if written >= expected:
-                break
-        if written != expected:
-            raise SourceUnavailable(f"download of {file.key} ended early ({written} of {expected} bytes)")
-        if md5 is not None and md5.hexdigest() != pin.etag:
-            raise SourceUnavailable(f"download of {file.key} does not match its ETag (corrupted transfer)")
-        return pin
-
-    def _read_error(self, file: IncomingFile, err: ClientError) -> Exception:
-        if _is(err, _PRECONDITION):
-            event(_log, "s3.object_changed", logging.INFO, key=file.key)
-            return SourceFileChanged(file.key)
-        if _is(err, _GONE) or (file.version_id and _code(err) in ("400", "InvalidArgument")):
-            return SourceFileGone(file.key)
-        return self._unavailable("download", err)
-
     def read_bytes(self, key: str, limit: int = 64 * 2**20) -> bytes:
         try:
             response = self._s3.get_object(Bucket=self.bucket, Key=self._full(key))
@@ -347,7 +240,7 @@ class S3Source(Source):
             finally:
                 body.close()
         except ClientError as err:
-            if _is(err, _GONE):
+            if is_error(err, GONE):
                 raise SourceFileGone(key) from err
             raise self._unavailable("read", err) from err
         except BotoCoreError as err:
@@ -361,13 +254,13 @@ class S3Source(Source):
     def move(self, file: IncomingFile, dest_key: str) -> str:
         with self._lock:
             local = self._local.get(file.key)
-        pin = local[0] if local else _Pin(file.etag, file.version_id)
+        pin = local[0] if local else Pin(file.etag, file.version_id)
         return self._move(file.key, pin, local[1] if local else None, dest_key)
 
     def move_key(self, src_key: str, dest_key: str) -> str:
-        return self._move(src_key, _Pin(None, None), None, dest_key)
+        return self._move(src_key, Pin(None, None), None, dest_key)
 
-    def _move(self, src_key: str, pin: _Pin, local: Path | None, dest_key: str) -> str:
+    def _move(self, src_key: str, pin: Pin, local: Path | None, dest_key: str) -> str:
         """Copy the pinned object to the first free name, then delete exactly that object.
 
         * Its own earlier copy at a candidate name (a worker died between copy and delete; the
@@ -379,10 +272,10 @@ class S3Source(Source):
         """
         src_full = self._full(src_key)
         head = self._head(src_full, pin.version_id)
-        if head is not None and pin.etag and _etag(head.get("ETag")) != pin.etag:
+        if head is not None and pin.etag and etag_of(head.get("ETag")) != pin.etag:
             head = None
         if head is not None and pin.etag is None:
-            pin = _Pin(_etag(head.get("ETag")), _version(head.get("VersionId")))
+            pin = Pin(etag_of(head.get("ETag")), version_of(head.get("VersionId")))
         for n in range(1, _MAX_SUFFIX):
             key = dest_key if n == 1 else with_suffix_number(dest_key, n)
             existing = self._head(self._full(key))
@@ -407,11 +300,11 @@ class S3Source(Source):
             self._delete(src_full, pin, src_key)
         return key
 
-    def _still_there(self, full_key: str, pin: _Pin) -> bool:
+    def _still_there(self, full_key: str, pin: Pin) -> bool:
         head = self._head(full_key, pin.version_id)
-        return head is not None and (not pin.etag or _etag(head.get("ETag")) == pin.etag)
+        return head is not None and (not pin.etag or etag_of(head.get("ETag")) == pin.etag)
 
-    def _copy(self, src_full: str, pin: _Pin, head: dict[str, Any], key: str) -> bool:
+    def _copy(self, src_full: str, pin: Pin, head: dict[str, Any], key: str) -> bool:
         """Copy the pinned source to ``key`` unless it exists; False on a precondition failure."""
         copy_source = {"Bucket": self.bucket, "Key": src_full}
         if pin.version_id:
@@ -422,10 +315,22 @@ class S3Source(Source):
         args: dict[str, Any] = {k: head[k] for k in _CONTENT_HEADERS if head.get(k)}
         args.update(self._encryption(), Metadata=metadata)
         if pin.etag:
-            args["CopySourceIfMatch"] = _quoted(pin.etag)  # enforced by S3, not by moto (HEAD above)
+            args["CopySourceIfMatch"] = quoted(pin.etag)  # enforced by S3, not by moto (HEAD above)
         try:
-            if int(head["ContentLength"]) > self.options.copy_threshold_bytes:
-                self._multipart_copy(copy_source, int(head["ContentLength"]), key, args)
+            size = int(head["ContentLength"])
+            if size > self.options.copy_threshold_bytes:
+                part_args = {"CopySourceIfMatch": args.pop("CopySourceIfMatch")} if pin.etag else {}
+                multipart_copy(
+                    self._s3,
+                    self.bucket,
+                    copy_source,
+                    size,
+                    self._full(key),
+                    self.options.copy_part_bytes,
+                    args,
+                    part_args,
+                    self._if_none_match(),
+                )
             else:
                 self._s3.copy_object(
                     CopySource=copy_source,
@@ -437,51 +342,15 @@ class S3Source(Source):
                 )
             return True
         except ClientError as err:
-            if _is(err, _PRECONDITION):
+            if is_error(err, PRECONDITION):
                 return False
-            if _is(err, _GONE):
+            if is_error(err, GONE):
                 return False
             raise self._unavailable("copy", err) from err
         except BotoCoreError as err:
             raise self._unavailable("copy", err) from err
 
-    def _multipart_copy(self, copy_source: dict[str, str], size: int, key: str, args: dict[str, Any]) -> None:
-        """CopyObject stops at 5 GB: copy ranges with UploadPartCopy and complete without
-        overwriting. Nothing appears under ``key`` until the upload completes."""
-        condition = (
-            {"CopySourceIfMatch": args.pop("CopySourceIfMatch")} if "CopySourceIfMatch" in args else {}
-        )
-        full = self._full(key)
-        upload = self._s3.create_multipart_upload(Bucket=self.bucket, Key=full, **args)
-        upload_id = upload["UploadId"]
-        try:
-            parts = []
-            step = self.options.copy_part_bytes
-            for number, start in enumerate(range(0, size, step), start=1):
-                end = min(start + step, size) - 1
-                answer = self._s3.upload_part_copy(
-                    Bucket=self.bucket,
-                    Key=full,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    CopySource=copy_source,
-                    CopySourceRange=f"bytes={start}-{end}",
-                    **condition,
-                )
-                parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
-            self._s3.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=full,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-                **self._if_none_match(),
-            )
-        except BaseException:
-            with contextlib.suppress(ClientError, BotoCoreError):
-                self._s3.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
-            raise
-
-    def _delete(self, full_key: str, pin: _Pin, key: str) -> None:
+    def _delete(self, full_key: str, pin: Pin, key: str) -> None:
         """Delete exactly the copied object. With a version id that version goes (a newer
         upload stays current); without one, If-Match keeps a replacing upload alive."""
         args: dict[str, str] = {}
@@ -490,16 +359,16 @@ class S3Source(Source):
             args["VersionId"] = pin.version_id
             superseded = self._superseded(full_key, pin.version_id)
         elif pin.etag and self._conditional_writes:
-            args["IfMatch"] = _quoted(pin.etag)
+            args["IfMatch"] = quoted(pin.etag)
         try:
             self._s3.delete_object(Bucket=self.bucket, Key=full_key, **args)
         except ClientError as err:
-            if _is(err, _PRECONDITION):
+            if is_error(err, PRECONDITION):
                 event(_log, "s3.object_changed", logging.INFO, key=key)
                 return
-            if _is(err, _GONE):
+            if is_error(err, GONE):
                 return
-            if _is(err, _UNSUPPORTED) and "IfMatch" in args:
+            if is_error(err, UNSUPPORTED) and "IfMatch" in args:
                 self._conditional_writes = False
                 if self._still_there(full_key, pin):
                     self._delete(full_key, pin, key)
@@ -577,9 +446,9 @@ class S3Source(Source):
             self._s3.put_object(Bucket=self.bucket, Key=self._full(key), Body=body, **args)
             return True
         except ClientError as err:
-            if _is(err, _PRECONDITION):
+            if is_error(err, PRECONDITION):
                 return False
-            if _is(err, _UNSUPPORTED) and "IfNoneMatch" in args:
+            if is_error(err, UNSUPPORTED) and "IfNoneMatch" in args:
                 self._conditional_writes = False  # fall back to HEAD-then-PUT for this endpoint
                 if self.exists(key):
                     return False
@@ -591,44 +460,23 @@ class S3Source(Source):
             raise self._unavailable("upload", err) from err
 
     def _multipart_upload(self, path: Path, key: str, metadata: dict[str, str], overwrite: bool) -> bool:
-        full = self._full(key)
         try:
-            upload = self._s3.create_multipart_upload(
-                Bucket=self.bucket, Key=full, Metadata=metadata, **self._encryption()
-            )
-        except (ClientError, BotoCoreError) as err:
-            raise self._unavailable("upload", err) from err
-        upload_id = upload["UploadId"]
-        try:
-            parts = []
-            with path.open("rb") as fh:
-                number = 1
-                while chunk := fh.read(self.options.part_bytes):
-                    answer = self._s3.upload_part(
-                        Bucket=self.bucket, Key=full, UploadId=upload_id, PartNumber=number, Body=chunk
-                    )
-                    parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-                    number += 1
-            self._s3.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=full,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-                **({} if overwrite else self._if_none_match()),
+            multipart_upload(
+                self._s3,
+                self.bucket,
+                self._full(key),
+                path,
+                self.options.part_bytes,
+                {"Metadata": metadata, **self._encryption()},
+                {} if overwrite else self._if_none_match(),
             )
             return True
         except ClientError as err:
-            self._abort(full, upload_id)
-            if _is(err, _PRECONDITION):
+            if is_error(err, PRECONDITION):
                 return False
             raise self._unavailable("upload", err) from err
-        except BaseException:
-            self._abort(full, upload_id)
-            raise
-
-    def _abort(self, full_key: str, upload_id: str) -> None:
-        with contextlib.suppress(ClientError, BotoCoreError):
-            self._s3.abort_multipart_upload(Bucket=self.bucket, Key=full_key, UploadId=upload_id)
+        except BotoCoreError as err:
+            raise self._unavailable("upload", err) from err
 
     def _if_none_match(self) -> dict[str, str]:
         return {"IfNoneMatch": "*"} if self._conditional_writes else {}
@@ -667,45 +515,8 @@ class S3Source(Source):
         if self._queue is not None:
             self._queue.close()
 
-    # -- errors ---------------------------------------------------------------------------------
-
     def _unavailable(self, action: str, err: Exception) -> SourceUnavailable:
-        if isinstance(err, ClientError):
-            code = _code(err) or str(_status(err))
-            if code in ("NoSuchBucket",):
-                return SourceUnavailable(f"{action} failed: bucket {self.bucket} does not exist")
-            return SourceUnavailable(f"{action} failed on {self.url}: {code}")
-        return SourceUnavailable(f"{action} failed on {self.url}: {type(err).__name__}")
-
-
-_LOADER_LOCK = threading.Lock()
-_LOADER: Any = None
-
-
-def _shared_loader() -> Any:
-    global _LOADER
-    with _LOADER_LOCK:
-        if _LOADER is None:
-            _LOADER = botocore.session.get_session().get_component("data_loader")
-        return _LOADER
-
-
-def _client(service: str, options: S3Settings) -> Any:
-    config = Config(
-        region_name=options.region,
-        retries={"mode": "standard", "max_attempts": 5},
-        max_pool_connections=32,
-        s3={"addressing_style": options.addressing_style},
-    )
-    # Credentials and (unless configured here) the endpoint come from boto3's own chain,
-    # including AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL_SQS. A new session per
-    # source keeps that chain fresh; only the parsed service models are shared (they are large).
-    core = botocore.session.get_session()
-    core.register_component("data_loader", _shared_loader())
-    session = boto3.session.Session(botocore_session=core)
-    if options.region is None and session.region_name is None:
-        config = config.merge(Config(region_name="us-east-1"))
-    return session.client(service, endpoint_url=options.endpoint_url, config=config)
+        return unavailable(action, self.url, err)
 
 
 def open_s3_source(url: str, settings: Settings) -> S3Source:
