@@ -87,7 +87,7 @@ class S3Source(Source):
         self._versioning: bool | None = None
         self._lock = threading.Lock()
         # zone key -> (pin, local path) of downloads in progress: move() needs the version that
-        # was read, and can archive the local bytes if the sender deleted the object meanwhile.
+        # was read, and archives the local bytes if a sender replaced the object meanwhile.
         self._local: dict[str, tuple[Pin, Path]] = {}
         self._queue: QueueConsumer | None = None
         if options.queue_url:
