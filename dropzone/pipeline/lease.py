@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from dropzone.errors import DropzoneError
+from dropzone.errors import DropzoneError, TransientError
 from dropzone.log import event
 from dropzone.store.base import Claim, Ledger
 
@@ -16,8 +16,15 @@ class LeaseLost(DropzoneError):
     """Another worker took the file over (we were too slow to renew): stop without finishing."""
 
 
+class Interrupted(TransientError):
+    """Shutdown asked for while a file was in progress: release the lease, keep the file."""
+
+
 class Heartbeat:
-    def __init__(self, ledger: Ledger, claim: Claim, lease_seconds: float) -> None:
+    def __init__(
+        self, ledger: Ledger, claim: Claim, lease_seconds: float, cancel: threading.Event | None = None
+    ) -> None:
+        self._cancel = cancel
         self._ledger = ledger
         self._claim = claim
         self._lease = lease_seconds
@@ -48,3 +55,5 @@ class Heartbeat:
     def check(self) -> None:
         if self._lost.is_set():
             raise LeaseLost(self._claim.key)
+        if self._cancel is not None and self._cancel.is_set():
+            raise Interrupted(self._claim.key)

@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -67,6 +68,8 @@ class Pipeline:
         self.progress = progress
         self.validator = Validator(settings.pipeline.validation_workers)
         self.last_times: dict[str, float] = {}
+        # Set to abandon the file in progress (SIGTERM): its lease is released, it stays in incoming/.
+        self.cancel = threading.Event()
 
     def close(self) -> None:
         self.validator.close()
@@ -148,7 +151,9 @@ class Pipeline:
         event(
             _log, "file.claimed", key=file.key, sha256=sha[:12], attempt=claim.attempt, resumed=claim.resumed
         )
-        with Heartbeat(self.store.ledger, claim, self.settings.pipeline.lease_seconds) as heartbeat:
+        with Heartbeat(
+            self.store.ledger, claim, self.settings.pipeline.lease_seconds, self.cancel
+        ) as heartbeat:
             try:
                 return self._process_claimed(file, path, sha, tenant, claim, heartbeat, record, started)
             except LeaseLost:

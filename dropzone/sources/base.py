@@ -82,6 +82,11 @@ class Source(ABC):
         """Move an incoming file to ``dest_key`` (or a numbered variant if that exists: never
         overwrite). Returns the key used. Raises SourceFileGone if the file is not there."""
 
+    def move_key(self, src_key: str, dest_key: str) -> str:
+        """Move any key (``dropzone replay`` moves quarantine/... back to incoming/...), with the
+        same no-overwrite rule as ``move``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot move arbitrary keys")
+
     @abstractmethod
     def put(self, key: str, local_path: Path, *, overwrite: bool = False) -> str:
         """Store a local file at ``key`` (numbered variant on clash unless ``overwrite``).

@@ -122,9 +122,12 @@ class FolderSource(Source):
         yield path
 
     def move(self, file: IncomingFile, dest_key: str) -> str:
-        src = self._path(file.key)
-        if not src.exists():
-            raise SourceFileGone(file.key)
+        return self.move_key(file.key, dest_key)
+
+    def move_key(self, src_key: str, dest_key: str) -> str:
+        src = self._path(src_key)
+        if not src.is_file():
+            raise SourceFileGone(src_key)
         used = self._link_unique(src, dest_key)
         with contextlib.suppress(FileNotFoundError):
             src.unlink()

@@ -1,0 +1,428 @@
+"""The ``dropzone`` command line. Human output goes to stdout (tables) and logs to stderr;
+``--json`` prints exactly one JSON object on stdout for scripts.
+
+Exit codes: 0 every file archived or duplicate, 3 some file partial or quarantined,
+2 usage or configuration error, 1 an unexpected failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dropzone import log
+from dropzone.config import TENANT_NAME, Settings, load_settings
+from dropzone.errors import DropzoneError, SourceFileGone, UsageError
+from dropzone.models import FileResult, IncomingFile, Outcome
+from dropzone.service import Service, open_service
+from dropzone.sources.base import INCOMING, QUARANTINE
+from dropzone.watcher import Watcher
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SOME_REJECTED = 0, 1, 2, 3
+stdout = Console()
+stderr = Console(stderr=True)
+
+
+class Context:
+    def __init__(self, config_dir: str | None, log_format: str | None, log_level: str | None) -> None:
+        self.config_dir = config_dir
+        self.log_format = log_format
+        self.log_level = log_level
+
+    def settings(self, **overrides: Any) -> Settings:
+        try:
+            settings = load_settings(self.config_dir, **overrides)
+        except UsageError as err:
+            stderr.print(f"[red]error:[/] {err}")
+            sys.exit(EXIT_USAGE)
+        log.configure(self.log_format or settings.logging.format, self.log_level or settings.logging.level)
+        return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="dropzone")
+@click.option(
+    "--config", "config_dir", metavar="DIR", help="Config folder (default ./config or $DROPZONE_CONFIG)."
+)
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), help="Log format on stderr (default: config)."
+)
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), help="Log level.")
+@click.pass_context
+def main(ctx: click.Context, config_dir: str | None, log_format: str | None, log_level: str | None) -> None:
+    """dropzone: load health-system data dropped into a drop zone (folder, s3://, sftp://) into MongoDB.
+
+    Files under incoming/<tenant>/ are sniffed, validated (FHIR R4), loaded idempotently and moved
+    to archived/ or quarantine/ (with <file>.error.json). Without MONGODB_URI the embedded
+    in-memory store is used and nothing persists after the command exits.
+    """
+    ctx.obj = Context(config_dir, log_format, log_level)
+
+
+zone_option = click.option(
+    "--zone", metavar="ZONE", help="Drop zone: a folder, s3://bucket/prefix or sftp://user@host:port/path."
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout.")
+
+
+@main.command()
+@zone_option
+@click.option("--once", is_flag=True, help="Process what is in incoming/ now, then exit.")
+@json_option
+@click.pass_obj
+def run(obj: Context, zone: str | None, once: bool, as_json: bool) -> None:
+    """Watch the zone and process every complete file (Ctrl-C once: finish the current file and
+    stop; SIGTERM or Ctrl-C twice: stop now, releasing the file for another worker)."""
+    settings = obj.settings(zone=zone)
+    with _handle_errors(), open_service(settings) as service:
+        stop = threading.Event()
+        _install_signal_handlers(stop, service)
+        watcher = Watcher(service.pipeline, service.source, settings)
+        if once:
+            with _progress(as_json) as progress:
+                service.pipeline.progress = progress.records if progress else None
+                results = watcher.drain_once(stop)
+            _finish(service, results, as_json)
+        else:
+            watcher.on_result = None if as_json else _print_result_line
+            watcher.run(stop)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=True, path_type=Path))
+@click.option("--tenant", required=True, help="Tenant (health system) the files belong to.")
+@zone_option
+@json_option
+@click.pass_obj
+def ingest(obj: Context, files: tuple[Path, ...], tenant: str, zone: str | None, as_json: bool) -> None:
+    """Copy FILES (or the files inside folders) into incoming/<TENANT>/ and process them once,
+    exactly as `run` would."""
+    if not TENANT_NAME.match(tenant):
+        raise click.BadParameter("lower-case letters, digits, '.', '_' or '-'", param_hint="--tenant")
+    settings = obj.settings(zone=zone)
+    with _handle_errors(), open_service(settings) as service:
+        stop = threading.Event()
+        _install_signal_handlers(stop, service)
+        queued = _copy_into_zone(service, tenant, _expand(files))
+        with _progress(as_json, total=len(queued)) as progress:
+            service.pipeline.progress = progress.records if progress else None
+            results = []
+            for item in queued:
+                if stop.is_set():
+                    break
+                result = service.pipeline.process(item)
+                if result is not None:
+                    results.append(result)
+                if progress:
+                    progress.file_done()
+        _finish(service, results, as_json)
+
+
+@main.command()
+@zone_option
+@click.option("--tenant", help="Only this tenant.")
+@click.option("--limit", default=20, show_default=True, help="Recent files to list.")
+@json_option
+@click.pass_obj
+def status(obj: Context, zone: str | None, tenant: str | None, limit: int, as_json: bool) -> None:
+    """Ledger summary: files per tenant and outcome, the most recent files, stored resources."""
+    settings = obj.settings(zone=zone)
+    with _handle_errors(), open_service(settings) as service:
+        summary = service.store.ledger.summary()
+        recent = service.store.ledger.files(tenant=tenant, limit=limit)
+        counts = service.store.resources.counts([tenant] if tenant else None)
+        incoming = len(service.source.list_incoming())
+        if as_json:
+            _print_json(
+                {
+                    "store": service.store.description,
+                    "persistent": service.store.persistent,
+                    "incoming": incoming,
+                    "files": summary,
+                    "resources": counts,
+                    "recent": [_file_row(r) for r in recent],
+                }
+            )
+            return
+        if not service.store.persistent:
+            stdout.print(
+                "[yellow]Embedded in-memory store: the ledger starts empty in every process. "
+                "Set MONGODB_URI for a persistent ledger.[/]"
+            )
+        stdout.print(f"Files waiting in incoming/: {incoming}")
+        table = Table("tenant", "outcome", "files", title="Files by outcome")
+        for name, states in summary.items():
+            for state, n in sorted(states.items()):
+                table.add_row(name, state, str(n))
+        stdout.print(table)
+        _print_recent(recent)
+        _print_resources(counts)
+
+
+@main.command()
+@click.argument("path")
+@zone_option
+@click.pass_obj
+def replay(obj: Context, path: str, zone: str | None) -> None:
+    """Move a quarantined file (PATH: its key under the zone, e.g.
+    quarantine/acme/2026/11/25/x.ndjson, or its .error.json) back to incoming/ to be processed again."""
+    settings = obj.settings(zone=zone)
+    with _handle_errors(), open_service(settings) as service:
+        key = _zone_key(service, path).removesuffix(".error.json")
+        if not key.startswith(f"{QUARANTINE}/"):
+            raise UsageError(f"{key} is not under {QUARANTINE}/")
+        report_key = f"{key}.error.json"
+        target = None
+        if service.source.exists(report_key):
+            report = orjson.loads(service.source.read_bytes(report_key))
+            target = report.get("original_key")
+        if not target or not str(target).startswith(f"{INCOMING}/"):
+            parts = key.split("/")
+            target = f"{INCOMING}/{parts[1]}/{parts[-1]}"
+        try:
+            moved = service.source.move_key(key, target)
+        except SourceFileGone:
+            raise UsageError(f"nothing at {key}") from None
+        if service.source.exists(report_key):
+            service.source.move_key(report_key, f"{report_key}.replayed")
+        stdout.print(f"moved {key} -> {moved}; `dropzone run` will process it again")
+
+
+@main.command()
+@click.option("--zone", metavar="DIR", help="Folder for the demo zone (default: a new temporary folder).")
+@json_option
+@click.pass_obj
+def demo(obj: Context, zone: str | None, as_json: bool) -> None:
+    """Ingest the bundled example drops (FHIR NDJSON, gzip, transaction Bundles, a broken file) on
+    the embedded store and show what happened."""
+    folder = Path(zone) if zone else Path(tempfile.mkdtemp(prefix="dropzone-demo-"))
+    settings = obj.settings(zone=str(folder))
+    demo_root = resources.files("dropzone") / "demo_data"
+    with _handle_errors(), open_service(settings) as service:
+        for tenant_dir in sorted(demo_root.iterdir(), key=lambda p: p.name):
+            if not tenant_dir.is_dir():
+                continue
+            for item in sorted(tenant_dir.iterdir(), key=lambda p: p.name):
+                with resources.as_file(item) as local:
+                    service.source.put(f"{INCOMING}/{tenant_dir.name}/{item.name}", local)
+        watcher = Watcher(
+            service.pipeline,
+            service.source,
+            settings.model_copy(
+                update={"pipeline": settings.pipeline.model_copy(update={"quiet_seconds": 0.0})}
+            ),
+        )
+        with _progress(as_json) as progress:
+            service.pipeline.progress = progress.records if progress else None
+            results = watcher.drain_once()
+        if not as_json:
+            stdout.print(f"Demo drop zone: {folder}  (look in archived/ and quarantine/)")
+        _finish(service, results, as_json)
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def _expand(paths: tuple[Path, ...]) -> list[Path]:
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out.extend(sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")))
+        else:
+            out.append(path)
+    return out
+
+
+def _copy_into_zone(service: Service, tenant: str, files: list[Path]) -> list[IncomingFile]:
+    queued = []
+    for path in files:
+        key = service.source.put(f"{INCOMING}/{tenant}/{path.name}", path)
+        item = service.source.stat(key)
+        if item is not None:
+            queued.append(item)
+    return queued
+
+
+def _zone_key(service: Service, path: str) -> str:
+    """Accept a key relative to the zone or, for folder zones, a filesystem path inside it."""
+    root = getattr(service.source, "root", None)
+    if root is not None and Path(path).is_absolute():
+        with contextlib.suppress(ValueError):
+            return Path(path).resolve().relative_to(root).as_posix()
+    return path.strip("/")
+
+
+class _FileProgress:
+    def __init__(self, progress: Progress, total: int | None) -> None:
+        self._progress = progress
+        self._files = progress.add_task("files", total=total)
+        self._records = 0
+
+    def records(self, file: IncomingFile, n: int) -> None:
+        self._records += n
+        self._progress.update(self._files, description=f"{file.name[:40]} ({self._records:,} records)")
+
+    def file_done(self) -> None:
+        self._progress.advance(self._files)
+
+
+@contextlib.contextmanager
+def _progress(as_json: bool, total: int | None = None) -> Iterator[_FileProgress | None]:
+    if as_json or not stderr.is_terminal:
+        yield None
+        return
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=stderr, transient=True) as progress:
+        yield _FileProgress(progress, total)
+
+
+def _finish(service: Service, results: list[FileResult], as_json: bool) -> None:
+    tenants = sorted({r.tenant for r in results})
+    counts = service.store.resources.counts(tenants) if tenants else {}
+    if as_json:
+        _print_json({"files": [r.summary() for r in results], "resources": counts})
+    else:
+        table = Table(
+            "file",
+            "tenant",
+            "outcome",
+            "read",
+            "loaded",
+            "unchanged",
+            "rejected",
+            "reason / report",
+            title=f"{len(results)} file(s)",
+        )
+        for r in results:
+            style = {"archived": "green", "duplicate": "cyan", "partial": "yellow"}.get(
+                r.outcome.value, "red"
+            )
+            table.add_row(
+                r.name,
+                r.tenant,
+                f"[{style}]{r.outcome.value}[/]",
+                str(r.counts.read),
+                str(r.counts.loaded),
+                str(r.counts.unchanged),
+                str(r.counts.rejected),
+                " ".join(x for x in (r.reason, r.report) if x),
+            )
+        stdout.print(table)
+        _print_resources(counts)
+        if not service.store.persistent:
+            stdout.print(
+                "[yellow]Embedded in-memory store: nothing persists after this command. "
+                "Set MONGODB_URI to keep the data.[/]"
+            )
+    rejected = any(r.outcome in (Outcome.PARTIAL, Outcome.QUARANTINED) for r in results)
+    sys.exit(EXIT_SOME_REJECTED if rejected else EXIT_OK)
+
+
+def _print_resources(counts: dict[str, int]) -> None:
+    if not counts:
+        return
+    table = Table("resourceType", "stored", title="Resources in the store")
+    for rtype, n in counts.items():
+        table.add_row(rtype, f"{n:,}")
+    stdout.print(table)
+
+
+def _file_row(record: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "name",
+        "tenant",
+        "state",
+        "counts",
+        "received_at",
+        "finished_at",
+        "seconds",
+        "destination",
+        "report",
+    )
+    return {k: record.get(k) for k in keys}
+
+
+def _print_recent(records: list[dict[str, Any]]) -> None:
+    table = Table("received", "tenant", "file", "state", "read", "loaded", "rejected", title="Recent files")
+    for r in records:
+        c = r.get("counts") or {}
+        table.add_row(
+            str(r.get("received_at", "")),
+            r.get("tenant", ""),
+            r.get("name", ""),
+            r.get("state", ""),
+            str(c.get("read", "")),
+            str(c.get("loaded", "")),
+            str(c.get("rejected", "")),
+        )
+    stdout.print(table)
+
+
+def _print_result_line(result: FileResult) -> None:
+    c = result.counts
+    stdout.print(
+        f"{result.outcome.value:<11} {result.tenant}/{result.name}  read={c.read} loaded={c.loaded} "
+        f"unchanged={c.unchanged} rejected={c.rejected}" + (f"  {result.reason}" if result.reason else "")
+    )
+
+
+def _print_json(payload: dict[str, Any]) -> None:
+    sys.stdout.write(orjson.dumps(payload).decode() + "\n")
+    sys.stdout.flush()
+
+
+def _install_signal_handlers(stop: threading.Event, service: Service) -> None:
+    """Ctrl-C once: stop after the current file. SIGTERM or Ctrl-C twice: abandon it now (its
+    lease is released so another worker can take it at once)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_sigint(_sig: int, _frame: object) -> None:
+        if stop.is_set():
+            service.pipeline.cancel.set()
+            stderr.print("stopping now")
+        else:
+            stop.set()
+            stderr.print("finishing the current file; press Ctrl-C again to stop now")
+        wake = getattr(service.source, "wake", None)
+        if wake:
+            wake()
+
+    def on_sigterm(_sig: int, _frame: object) -> None:
+        stop.set()
+        service.pipeline.cancel.set()
+        wake = getattr(service.source, "wake", None)
+        if wake:
+            wake()
+
+    signal.signal(signal.SIGINT, on_sigint)
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+@contextlib.contextmanager
+def _handle_errors() -> Iterator[None]:
+    try:
+        yield
+    except UsageError as err:
+        stderr.print(f"[red]error:[/] {err}")
+        sys.exit(EXIT_USAGE)
+    except DropzoneError as err:
+        stderr.print(f"[red]error:[/] {type(err).__name__}: {err}")
+        sys.exit(EXIT_FAILED)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,61 @@
+"""Wiring shared by the CLI, the API and tests: settings -> store + source + pipeline."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from dropzone.config import Settings
+from dropzone.log import event
+from dropzone.pipeline.runner import Pipeline
+from dropzone.sources import open_source
+from dropzone.sources.base import Source
+from dropzone.sources.folder import FolderSource
+from dropzone.store import open_store
+from dropzone.store.base import Store
+from dropzone.zone_lock import exclusive_zone
+
+_log = logging.getLogger("dropzone.service")
+
+
+@dataclass(slots=True)
+class Service:
+    settings: Settings
+    store: Store
+    source: Source
+    pipeline: Pipeline
+
+
+@contextlib.contextmanager
+def open_service(settings: Settings, store: Store | None = None) -> Iterator[Service]:
+    """Open store, source and pipeline for ``settings.zone``; close them all on exit."""
+    store = store or open_store(settings)
+    try:
+        source = open_source(settings.zone, settings)
+        with contextlib.ExitStack() as stack:
+            stack.callback(source.close)
+            if not store.persistent:
+                if isinstance(source, FolderSource):
+                    stack.enter_context(exclusive_zone(Path(source.root)))
+                else:
+                    event(
+                        _log,
+                        "zone.unlocked",
+                        logging.WARNING,
+                        zone=source.url,
+                        note="embedded store on a remote zone: run only one process on it",
+                    )
+                event(
+                    _log,
+                    "store.embedded",
+                    logging.WARNING,
+                    note="MONGODB_URI is not set: using the in-memory store, nothing persists after exit",
+                )
+            event(_log, "service.started", zone=source.url, store=store.description)
+            pipeline = stack.enter_context(Pipeline(settings, store, source))
+            yield Service(settings, store, source, pipeline)
+    finally:
+        store.close()

@@ -1,0 +1,179 @@
+"""Decides when an incoming file is complete, and hands each complete file to the pipeline once.
+
+A file is ready when:
+* the source says uploads are atomic (S3: an object is only listed once complete); or
+* the OS reported close-after-write for it and it has not changed since; or
+* its size and mtime have not changed for ``quiet_seconds`` (moved-in files, SFTP, NFS).
+Temporary upload names never reach here (sources skip them). Bursts of events for one file
+collapse: the watcher re-lists the zone after activity and processes each key once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dropzone.config import Settings
+from dropzone.errors import TransientError
+from dropzone.log import event
+from dropzone.models import FileResult, IncomingFile
+from dropzone.pipeline.runner import Pipeline
+from dropzone.sources.base import Source
+
+_log = logging.getLogger("dropzone.watcher")
+# After a wake-up, wait this long so a burst of events for one upload becomes one listing.
+BURST_SECONDS = 0.2
+
+
+_AFTER_CLOSE = (-1, -1.0)
+
+
+@dataclass(slots=True)
+class _Seen:
+    signature: tuple[int, float]
+    since: float  # monotonic time the signature was first seen
+    closed: bool = False
+    retry_at: float = 0.0
+
+
+class Readiness:
+    """Tracks incoming files across listings and says which are complete."""
+
+    def __init__(
+        self, quiet_seconds: float, atomic: bool, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.quiet = quiet_seconds
+        self.atomic = atomic
+        self.clock = clock
+        self._seen: dict[str, _Seen] = {}
+
+    def mark_closed(self, keys: set[str]) -> None:
+        for key in keys:
+            # The next listing shows the size the writer closed with: take it as final.
+            seen = self._seen.setdefault(key, _Seen(_AFTER_CLOSE, self.clock()))
+            seen.signature, seen.closed = _AFTER_CLOSE, True
+
+    def update(self, files: list[IncomingFile]) -> tuple[list[IncomingFile], float | None]:
+        """(ready files, seconds until the next one may become ready or None)."""
+        now = self.clock()
+        ready: list[IncomingFile] = []
+        next_check: float | None = None
+        present = set()
+        for f in files:
+            present.add(f.key)
+            signature = (f.size, f.mtime)
+            seen = self._seen.get(f.key)
+            if seen is None:
+                # First sight: a file untouched for the quiet period (start-up scan) is ready now.
+                age = time.time() - f.mtime
+                seen = _Seen(signature, now - max(0.0, age))
+                self._seen[f.key] = seen
+            elif seen.signature != signature:
+                closed = seen.closed and seen.signature == _AFTER_CLOSE
+                seen.signature, seen.since, seen.closed = signature, now, closed
+            if seen.retry_at > now:
+                next_check = _earliest(next_check, seen.retry_at - now)
+                continue
+            waited = now - seen.since
+            if self.atomic or seen.closed or waited >= self.quiet:
+                ready.append(f)
+            else:
+                next_check = _earliest(next_check, self.quiet - waited)
+        for gone in set(self._seen) - present:
+            del self._seen[gone]
+        return ready, next_check
+
+    def retry_later(self, key: str, seconds: float) -> None:
+        if key in self._seen:
+            self._seen[key].retry_at = self.clock() + seconds
+            self._seen[key].closed = False
+
+
+def _earliest(current: float | None, candidate: float) -> float:
+    return candidate if current is None else min(current, candidate)
+
+
+class Watcher:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        source: Source,
+        settings: Settings,
+        on_result: Callable[[FileResult], None] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.source = source
+        self.settings = settings
+        self.on_result = on_result
+        self.readiness = Readiness(settings.pipeline.quiet_seconds, source.uploads_are_atomic)
+
+    def _process(self, files: list[IncomingFile], stop: threading.Event) -> list[FileResult]:
+        results = []
+        for file in sorted(files, key=lambda f: (f.mtime, f.key)):
+            if stop.is_set():
+                break
+            result = self.pipeline.process(file)
+            if result is None:
+                # Busy elsewhere or a transient failure: look again after the rescan interval.
+                self.readiness.retry_later(file.key, self.settings.pipeline.rescan_seconds)
+                continue
+            results.append(result)
+            if self.on_result:
+                self.on_result(result)
+        return results
+
+    def run(self, stop: threading.Event) -> None:
+        """Watch until ``stop`` is set."""
+        self.source.start()
+        rescan = self.settings.pipeline.rescan_seconds
+        event(
+            _log,
+            "watch.started",
+            zone=self.source.url,
+            quiet_seconds=self.readiness.quiet,
+            rescan_seconds=rescan,
+        )
+        timeout = 0.0
+        while not stop.is_set():
+            closed = self.source.wait_for_activity(timeout, stop)
+            if stop.is_set():
+                break
+            if timeout:
+                stop.wait(BURST_SECONDS)
+            self.readiness.mark_closed(closed)
+            try:
+                ready, next_check = self.readiness.update(self.source.list_incoming())
+            except TransientError as err:
+                event(
+                    _log,
+                    "watch.list_failed",
+                    logging.WARNING,
+                    zone=self.source.url,
+                    error_type=type(err).__name__,
+                )
+                timeout = rescan
+                continue
+            self._process(ready, stop)
+            timeout = min(rescan, next_check) if next_check is not None else rescan
+            timeout = max(timeout, 0.05)
+        event(_log, "watch.stopped", zone=self.source.url)
+
+    def drain_once(self, stop: threading.Event | None = None) -> list[FileResult]:
+        """Process what is in incoming/ now, waiting for files still being written, then return.
+        Files another worker holds are left to it."""
+        stop = stop or threading.Event()
+        results: list[FileResult] = []
+        attempted: set[str] = set()
+        while not stop.is_set():
+            files = [f for f in self.source.list_incoming() if f.key not in attempted]
+            ready, next_check = self.readiness.update(files)
+            attempted.update(f.key for f in ready)
+            results.extend(self._process(ready, stop))
+            if not files or (not ready and next_check is None):
+                break
+            if not ready and next_check is not None:
+                stop.wait(min(next_check, 1.0))
+        return results
