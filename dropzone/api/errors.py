@@ -112,6 +112,12 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         where = ".".join(str(p) for p in item.get("loc", ()))
         issues.append(Issue(f"invalid.{item.get('type', 'value')}", str(item.get("msg", "invalid")), where))
     summary = "; ".join(f"{i.path}: {i.message}" for i in issues[:10])
+    if request.url.path == "/api/authenticate":  # OAuth2 clients expect RFC 6749 errors
+        return JSONResponse(
+            {"error": "invalid_request", "error_description": f"invalid form ({summary})"},
+            400,
+            headers={"Cache-Control": "no-store"},
+        )
     if request.url.path.startswith("/api/fhir"):
         return error_response(request, 400, "invalid_request", "the request is not valid", issues=issues)
     return JSONResponse({"detail": f"invalid request ({summary})", "code": "invalid_request"}, 422)

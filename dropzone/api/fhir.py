@@ -92,12 +92,16 @@ def _lock_for(tenant: str, rtype: str, rid: str) -> threading.Lock:
 
 @functools.lru_cache(maxsize=512)
 def known_type(rtype: str) -> bool:
+    """A FHIR resource type of the validator's models (not a datatype such as HumanName).
+    Checked one type at a time: importing every model up front takes seconds."""
     from fhir.resources.R4B import get_fhir_model_class
+    from fhir.resources.R4B.resource import Resource
 
     try:
-        return get_fhir_model_class(rtype) is not None
+        model = get_fhir_model_class(rtype)
     except (KeyError, ValueError, AttributeError, ImportError):
         return False
+    return isinstance(model, type) and issubclass(model, Resource)
 
 
 def _require_type(rtype: str) -> None:
