@@ -25,6 +25,7 @@ from rich.table import Table
 
 from dropzone import log
 from dropzone.api.cli import api_command, api_if_configured, tenant_group
+from dropzone.cli_sftp import cli_sftp_overrides, sftp_config, sftp_connection_options
 from dropzone.config import TENANT_NAME, Settings, load_settings
 from dropzone.errors import DropzoneError, SourceFileGone, UsageError
 from dropzone.models import FileResult, IncomingFile, Outcome
@@ -44,6 +45,7 @@ class Context:
         self.log_level = log_level
 
     def settings(self, **overrides: Any) -> Settings:
+        overrides.setdefault("sftp", cli_sftp_overrides())
         try:
             settings = load_settings(self.config_dir, **overrides)
         except UsageError as err:
@@ -76,9 +78,16 @@ def main(ctx: click.Context, config_dir: str | None, log_format: str | None, log
 main.add_command(api_command)
 main.add_command(tenant_group)
 
-zone_option = click.option(
-    "--zone", metavar="ZONE", help="Drop zone: a folder, s3://bucket/prefix or sftp://user@host:port/path."
-)
+
+def zone_option(func: Any) -> Any:
+    func = sftp_connection_options(func)
+    return click.option(
+        "--zone",
+        metavar="ZONE",
+        help="Drop zone: a folder, s3://bucket/prefix or sftp://user@host:port/path.",
+    )(func)
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON summary object on stdout.")
 
 
@@ -308,7 +317,7 @@ def _finish(service: Service, results: list[FileResult], as_json: bool) -> None:
             "loaded",
             "unchanged",
             "rejected",
-            "reason / report",
+            "reason",
             title=f"{len(results)} file(s)",
         )
         for r in results:
@@ -323,9 +332,12 @@ def _finish(service: Service, results: list[FileResult], as_json: bool) -> None:
                 str(r.counts.loaded),
                 str(r.counts.unchanged),
                 str(r.counts.rejected),
-                " ".join(x for x in (r.reason, r.report) if x),
+                r.reason or "",
             )
         stdout.print(table)
+        for r in results:
+            if r.report:
+                stdout.print(f"report for {r.name}: {r.report}", soft_wrap=True)
         _print_resources(counts)
         if not service.store.persistent:
             stdout.print(
@@ -415,6 +427,9 @@ def _install_signal_handlers(stop: threading.Event, service: Service) -> None:
 
     signal.signal(signal.SIGINT, on_sigint)
     signal.signal(signal.SIGTERM, on_sigterm)
+
+
+main.add_command(sftp_config)
 
 
 @contextlib.contextmanager

@@ -74,6 +74,40 @@ class ApiSettings(_Strict):
     max_resource_bytes: int = Field(default=16 * 2**20, ge=1024)
 
 
+class SftpOptions(_Strict):
+    """How to reach a remote SFTP drop zone (``zone: sftp://user@host:port/path``).
+
+    Secrets come from the environment (``DROPZONE_SFTP__PASSWORD``,
+    ``DROPZONE_SFTP__IDENTITY_PASSPHRASE``) or from files (``password_file``), never from the URL.
+    """
+
+    identity_file: Path | None = Field(default=None, description="private key file (OpenSSH or PEM format)")
+    identity_passphrase: SecretStr | None = None
+    identity_passphrase_file: Path | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    known_hosts: Path | None = Field(default=None, description="known_hosts file; default ~/.ssh/known_hosts")
+    host_key_policy: Literal["strict", "accept-new"] = Field(
+        default="strict", description="accept-new: trust and record a host seen for the first time"
+    )
+    connect_timeout: float = Field(default=15.0, gt=0)
+    keepalive_seconds: int = Field(default=15, ge=0, description="0 disables SSH keepalives")
+    reconnect_attempts: int = Field(default=6, ge=0, description="retries after a dropped connection")
+    reconnect_max_delay: float = Field(default=30.0, gt=0, description="backoff cap between retries")
+
+
+class SftpSettings(SftpOptions):
+    # zone URL -> options that differ for that zone (several SFTP zones, one config)
+    zones: dict[str, SftpOptions] = Field(default_factory=dict)
+
+    def for_zone(self, url: str) -> SftpOptions:
+        """These options with the ones set for ``url`` under ``zones:`` on top."""
+        base = self.model_dump(exclude={"zones"}, exclude_unset=True)
+        zone = self.zones.get(url)
+        extra = zone.model_dump(exclude_unset=True) if zone is not None else {}
+        return SftpOptions.model_validate(base | extra)
+
+
 class TenantSettings(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -99,6 +133,7 @@ class Settings(_Strict):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    sftp: SftpSettings = Field(default_factory=SftpSettings)
     tenants: dict[str, TenantSettings] = Field(default_factory=dict)
     config_dir: Path | None = None
 

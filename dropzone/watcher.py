@@ -43,10 +43,15 @@ class Readiness:
     """Tracks incoming files across listings and says which are complete."""
 
     def __init__(
-        self, quiet_seconds: float, atomic: bool, clock: Callable[[], float] = time.monotonic
+        self,
+        quiet_seconds: float,
+        atomic: bool,
+        clock: Callable[[], float] = time.monotonic,
+        mtime_is_local: bool = True,
     ) -> None:
         self.quiet = quiet_seconds
         self.atomic = atomic
+        self.mtime_is_local = mtime_is_local
         self.clock = clock
         self._seen: dict[str, _Seen] = {}
 
@@ -68,7 +73,8 @@ class Readiness:
             seen = self._seen.get(f.key)
             if seen is None:
                 # First sight: a file untouched for the quiet period (start-up scan) is ready now.
-                age = time.time() - f.mtime
+                # A remote clock (SFTP) cannot say that: such files wait a quiet period from now.
+                age = time.time() - f.mtime if self.mtime_is_local else 0.0
                 seen = _Seen(signature, now - max(0.0, age))
                 self._seen[f.key] = seen
             elif seen.signature != signature:
@@ -108,7 +114,11 @@ class Watcher:
         self.source = source
         self.settings = settings
         self.on_result = on_result
-        self.readiness = Readiness(settings.pipeline.quiet_seconds, source.uploads_are_atomic)
+        self.readiness = Readiness(
+            settings.pipeline.quiet_seconds,
+            source.uploads_are_atomic,
+            mtime_is_local=source.mtime_is_local,
+        )
 
     def _process(self, files: list[IncomingFile], stop: threading.Event) -> list[FileResult]:
         results = []

@@ -43,6 +43,7 @@ from processors.registry import choose
 
 _log = logging.getLogger("dropzone.pipeline")
 UNKNOWN_TENANT = "_unknown"
+PROGRESS_LOG_SECONDS = 10.0
 
 
 def default_worker_id() -> str:
@@ -249,8 +250,8 @@ class Pipeline:
             self.validator,
             tenant.name,
             pipeline.batch_size,
-            in_flight=max(2, pipeline.validation_workers * 2),
-            progress=(lambda n: self.progress(file, n)) if self.progress else None,
+            in_flight=pipeline.validation_workers * 2 or 1,  # keep every worker busy; 1 when in-process
+            progress=_BatchProgress(file, self.progress),
         )
         if not self._atomic(processor, tenant):
             return loader.run(processor.records(), rejects, write=True, file_sha256=sha, heartbeat=heartbeat)
@@ -317,17 +318,14 @@ class Pipeline:
                 generated_at=utc_now_iso(),
             )
             report_key = self.source.put_bytes(f"{base}.error.json", report)
-        if not self.store.ledger.complete(claim, outcome.value, destination):
-            event(_log, "file.lease_lost", logging.WARNING, key=file.key)
-            return None
-        moved_to = self.source.move(file, destination)
-        self.store.ledger.mark_moved(claim.key)
         seconds = round(time.monotonic() - started, 3)
+        # The file record is final before the outcome is committed: a worker that dies between
+        # ``complete`` and the move leaves everything the next worker needs to finish the move.
         record.update(
             state=outcome.value,
             counts=counts.as_dict(),
             processor=processor.name if processor else None,
-            destination=moved_to,
+            destination=destination,
             report=report_key,
             rejects=rejects_key,
             finished_at=utc_now_iso(),
@@ -336,6 +334,14 @@ class Pipeline:
             stage_seconds=self.last_times if counts.read else None,
         )
         self.store.ledger.save_file(record)
+        if not self.store.ledger.complete(claim, outcome.value, destination):
+            event(_log, "file.lease_lost", logging.WARNING, key=file.key)
+            return None
+        moved_to = self.source.move(file, destination)
+        self.store.ledger.mark_moved(claim.key)
+        if moved_to != destination:
+            record["destination"] = moved_to
+            self.store.ledger.save_file(record)
         result = FileResult(
             name=file.name,
             tenant=area_tenant,
@@ -344,7 +350,7 @@ class Pipeline:
             counts=counts,
             report=report_key,
             destination=moved_to,
-            reason=error.code if error else None,
+            reason=error.code if error else ("records_rejected" if outcome is Outcome.PARTIAL else None),
             sha256=sha,
             processor=processor.name if processor else None,
             seconds=seconds,
@@ -396,6 +402,8 @@ class Pipeline:
             moved_to = self.source.move(file, done["destination"])
             self.store.ledger.mark_moved(done["_id"])
             previous = self.store.ledger.get_file(done["file_id"]) or {}
+            if previous and previous.get("destination") != moved_to:
+                self.store.ledger.save_file({**previous, "destination": moved_to})
             outcome = Outcome(done["outcome"])
             counts = Counts(**(previous.get("counts") or {}))
             event(_log, "file.move_completed", key=file.key, outcome=outcome.value, destination=moved_to)
@@ -449,6 +457,28 @@ class Pipeline:
             None,
             seconds,
         )
+
+
+class _BatchProgress:
+    """Per stored batch: a DEBUG event, an INFO progress line every PROGRESS_LOG_SECONDS on long
+    files, and the CLI's progress callback."""
+
+    def __init__(self, file: IncomingFile, callback: Callable[[IncomingFile, int], None] | None) -> None:
+        self.file = file
+        self.callback = callback
+        self.records = 0
+        self.started = self.last_log = time.monotonic()
+
+    def __call__(self, n: int) -> None:
+        self.records += n
+        event(_log, "file.batch", logging.DEBUG, key=self.file.key, records=self.records)
+        now = time.monotonic()
+        if now - self.last_log >= PROGRESS_LOG_SECONDS:
+            self.last_log = now
+            rate = self.records / max(now - self.started, 1e-9)
+            event(_log, "file.progress", key=self.file.key, records=self.records, per_second=round(rate))
+        if self.callback:
+            self.callback(self.file, n)
 
 
 def decide_outcome(counts: Counts, error: Issue | None, atomic_failed: bool) -> Outcome:

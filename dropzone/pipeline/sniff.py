@@ -23,6 +23,8 @@ from processors.base import Sniffed
 HEAD_BYTES = 64 * 1024
 _UTF16_32_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
 _WHITESPACE = b" \t\r\n"
+# FHIR resources nest a few tens of levels at most (extensions in extensions); far deeper is hostile.
+MAX_DEPTH = 128
 
 
 def sniff(path: Path, limits: PipelineSettings) -> Sniffed:
@@ -47,8 +49,9 @@ def sniff(path: Path, limits: PipelineSettings) -> Sniffed:
         raise FileRejected(
             "unsupported_encoding", "the file contains NUL bytes: binary data or UTF-16/32 text"
         )
-    _require_utf8(head)
     first = head.lstrip(_WHITESPACE)[:1]
+    # NDJSON: one badly encoded line is that record's problem, so only the first line decides here.
+    _require_utf8(head.split(b"\n", 1)[0] if first == b"{" else head)
     if first == b"{":
         return _sniff_json(path, gzipped, head, limits)
     if first == b"[":
@@ -75,10 +78,11 @@ def _looks_delimited(head: bytes) -> bool:
 
 
 def _sniff_json(path: Path, gzipped: bool, head: bytes, limits: PipelineSettings) -> Sniffed:
-    lines = head.split(b"\n")
-    first_line = lines[0].strip()
-    rest_has_content = any(line.strip() for line in lines[1:])
-    if rest_has_content or (len(lines) > 1 and len(head) == HEAD_BYTES):
+    """NDJSON when the first line is a whole JSON object and more content follows it."""
+    with open_payload(path, gzipped, limits.max_decompressed_bytes) as stream:
+        first_line = stream.readline(limits.max_record_bytes + 1)
+        more = bool(stream.read(4096).strip(_WHITESPACE))
+    if more and first_line.endswith(b"\n"):
         try:
             parsed = orjson.loads(first_line)
         except orjson.JSONDecodeError:
@@ -89,17 +93,33 @@ def _sniff_json(path: Path, gzipped: bool, head: bytes, limits: PipelineSettings
 
 
 def _sniff_document(path: Path, gzipped: bool, head: bytes, limits: PipelineSettings) -> Sniffed:
-    """Stream the whole document once: syntax check plus the top-level facts we route on."""
+    """Stream the whole document once: syntax check, nesting limit, and the top-level facts we
+    route on. ``basic_parse`` has no per-event path strings: ijson's ``parse`` builds one per
+    event, which a hostile 100k-deep document turns into gigabytes."""
     details: dict[str, Any] = {"entries": 0}
+    depth = 0
+    key: str | None = None
+    in_entries = False
     with open_payload(path, gzipped, limits.max_decompressed_bytes) as stream:
         try:
-            for prefix, event, value in ijson.parse(stream, use_float=True):
-                if prefix == "resourceType" and event == "string":
-                    details["resourceType"] = value
-                elif prefix == "type" and event == "string":
-                    details["type"] = value
-                elif prefix == "entry.item" and event == "start_map":
-                    details["entries"] += 1
+            for event, value in ijson.basic_parse(stream, use_float=True):
+                if event in ("start_map", "start_array"):
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        raise FileRejected("too_deep", f"the JSON nests deeper than {MAX_DEPTH} levels")
+                    if depth == 2 and event == "start_array" and key == "entry":
+                        in_entries = True
+                    elif depth == 3 and event == "start_map" and in_entries:
+                        details["entries"] += 1
+                elif event in ("end_map", "end_array"):
+                    if depth == 2 and event == "end_array":
+                        in_entries = False
+                    depth -= 1
+                elif event == "map_key":
+                    if depth == 1:
+                        key = value
+                elif depth == 1 and event == "string" and key in ("resourceType", "type"):
+                    details[key] = value
         except ijson.IncompleteJSONError as err:
             raise FileRejected(
                 "invalid_json", f"the JSON document is truncated or malformed ({_where(err)})"

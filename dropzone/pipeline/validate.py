@@ -77,16 +77,18 @@ def _scrub(message: str, resource: dict[str, Any]) -> str:
 
 
 def _strings(node: Any) -> Iterator[str]:
-    if isinstance(node, str):
-        yield node
-    elif isinstance(node, dict):
-        for v in node.values():
-            yield from _strings(v)
-    elif isinstance(node, list):
-        for v in node:
-            yield from _strings(v)
-    elif isinstance(node, int | float) and not isinstance(node, bool):
-        yield str(node)
+    """Every string (and number, as text) in the resource; iterative, so depth cannot overflow."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, int | float) and not isinstance(item, bool):
+            yield str(item)
 
 
 def validate_blob(blob: bytes) -> list[tuple[int, list[tuple[str, str, str | None]]]]:

@@ -57,6 +57,9 @@ class Source(ABC):
 
     #: True where an object only becomes visible once complete (S3): no quiet period needed.
     uploads_are_atomic: bool = False
+    #: False where mtimes come from another machine's clock, possibly skewed or truncated to whole
+    #: seconds (SFTP): "untouched for the quiet period" is then only judged across our own polls.
+    mtime_is_local: bool = True
 
     @property
     @abstractmethod

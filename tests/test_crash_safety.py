@@ -1,0 +1,251 @@
+"""Nothing lost, nothing loaded twice: workers dying mid-file, leases expiring, two workers.
+
+* In-process "abrupt death": a worker stops dead in the middle of a file (an exception no
+  handler catches, like a kill: no cleanup, the lease is not released) on a store shared with
+  a second worker, which takes the file over when the lease expires. Runs on the memory store
+  and on MongoDB (mongomock), so the resume really meets half-written data.
+* A real SIGKILL of a `dropzone run` process, then a restart. With the embedded store a restart
+  starts from an empty store (nothing persists), so this shows the file is not lost, the zone
+  lock dies with the process and counts are exact; with MONGODB_URI set the same test runs
+  against the real server, where the restart meets the first run's writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from conftest import BULK, drop, line_count, make_settings, mongomock_store
+from dropzone.models import Outcome
+from dropzone.pipeline.runner import Pipeline
+from dropzone.sources.folder import FolderSource
+from dropzone.store.base import Store
+from dropzone.store.memory import MemoryStore
+
+ENCOUNTERS = BULK / "Encounter.000.ndjson"
+
+
+class WorkerKilled(BaseException):
+    """Not an Exception: no handler in the pipeline catches it, as with SIGKILL."""
+
+
+def _kill_after_upserts(store: Store, n: int) -> None:
+    original = store.resources.upsert
+    calls = {"n": 0}
+
+    def upsert(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > n:
+            store.resources.upsert = original  # the next worker gets a healthy store
+            raise WorkerKilled
+        return original(*args, **kwargs)
+
+    store.resources.upsert = upsert
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "mongomock"])
+def test_worker_dying_mid_file_is_resumed_with_exact_counts(
+    zone: Path, tmp_path: Path, store_kind: str
+) -> None:
+    lines = ENCOUNTERS.read_bytes().splitlines()[:600]
+    source = tmp_path / "encounters.ndjson"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    drop(zone, "acme", source)
+    store = MemoryStore() if store_kind == "memory" else mongomock_store()
+    settings = make_settings(zone, batch_size=50, lease_seconds=0.5)
+
+    _kill_after_upserts(store, 4)
+    first = Pipeline(settings, store, FolderSource(zone), worker_id="w1")
+    with pytest.raises(WorkerKilled):
+        first.drain()
+    assert store.resources.counts(["acme"]) == {"Encounter": 200}  # half-written
+    assert (zone / "incoming" / "acme" / "encounters.ndjson").exists()
+
+    second = Pipeline(settings, store, FolderSource(zone), worker_id="w2")
+    assert second.drain() == []  # lease still held by the dead worker: skipped, not stolen
+    time.sleep(0.6)
+    (result,) = second.drain()
+
+    assert result.outcome is Outcome.ARCHIVED
+    assert result.counts.as_dict() == {"read": 600, "loaded": 600, "unchanged": 0, "rejected": 0}
+    assert store.resources.counts(["acme"]) == {"Encounter": 600}
+    for line in lines[:250]:
+        doc = store.resources.get_document("acme", "Encounter", orjson.loads(line)["id"])
+        assert doc["meta"]["versionId"] == "1"  # rewritten by the resume, not versioned twice
+    (record,) = store.ledger.files("acme")
+    assert record["state"] == "archived" and record["attempt"] == 2
+    first.close()
+    second.close()
+
+
+def test_crash_between_finish_and_move_only_completes_the_move(zone: Path) -> None:
+    drop(zone, "acme", BULK / "Patient.000.ndjson")
+    store = MemoryStore()
+    settings = make_settings(zone)
+    source = FolderSource(zone)
+    original_move = source.move
+
+    def die(*_args, **_kwargs):
+        raise WorkerKilled
+
+    source.move = die
+    with Pipeline(settings, store, source) as first, pytest.raises(WorkerKilled):
+        first.drain()
+    source.move = original_move
+    with Pipeline(settings, store, FolderSource(zone)) as second:
+        (result,) = second.drain()
+    assert result.outcome is Outcome.ARCHIVED
+    assert result.counts.loaded == 13
+    assert len(store.ledger.files("acme")) == 1  # no duplicate record, no second load
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "mongomock"])
+def test_two_workers_on_one_zone_process_each_file_exactly_once(zone: Path, store_kind: str) -> None:
+    files = sorted(p for p in BULK.glob("*.ndjson") if p.name != "log.ndjson")
+    if store_kind == "mongomock":  # mongomock scans every document per upsert: keep it small
+        files = [p for p in files if p.stat().st_size < 60_000]
+    expected = sum(line_count(p) for p in files)
+    drop(zone, "acme", *files)
+    store = MemoryStore() if store_kind == "memory" else mongomock_store()
+    settings = make_settings(zone, batch_size=200)
+    results: dict[str, list] = {"a": [], "b": []}
+
+    def work(name: str) -> None:
+        with Pipeline(settings, store, FolderSource(zone), worker_id=name) as pipeline:
+            for _ in range(3):  # re-list: a file busy in the other worker is skipped, then gone
+                results[name].extend(pipeline.drain())
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in results]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=240)
+    done = results["a"] + results["b"]
+    assert sorted(r.name for r in done) == sorted(p.name for p in files)
+    assert {r.outcome for r in done} == {Outcome.ARCHIVED}
+    assert sum(r.counts.loaded for r in done) == expected
+    assert sum(store.resources.counts(["acme"]).values()) == expected
+    assert len(store.ledger.files("acme", limit=100)) == len(files)
+
+
+def _big_ndjson(path: Path, copies: int) -> int:
+    """Encounters replicated with fresh ids: a file that takes a few seconds to load."""
+    lines = ENCOUNTERS.read_bytes().splitlines()
+    n = 0
+    with path.open("wb") as out:
+        for copy in range(copies):
+            for line in lines:
+                doc = orjson.loads(line)
+                doc["id"] = f"{doc['id'][:50]}-{copy}"
+                out.write(orjson.dumps(doc) + b"\n")
+                n += 1
+    return n
+
+
+def _run_once(zone: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dropzone",
+            "--log-format",
+            "json",
+            "--log-level",
+            "DEBUG",
+            "run",
+            "--zone",
+            str(zone),
+            "--once",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "mongodb"])
+def test_sigkill_mid_file_then_restart_completes_with_exact_counts(
+    zone: Path, tmp_path: Path, store_kind: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DROPZONE_", "MONGODB_"))}
+    env["DROPZONE_PIPELINE__BATCH_SIZE"] = "200"
+    env["DROPZONE_PIPELINE__LEASE_SECONDS"] = "2"
+    env["DROPZONE_PIPELINE__QUIET_SECONDS"] = "0"
+    if store_kind == "mongodb":
+        if not os.environ.get("MONGODB_URI"):
+            pytest.skip("real MongoDB tests need MONGODB_URI (no MongoDB server on this machine)")
+        env["MONGODB_URI"] = os.environ["MONGODB_URI"]
+        env["DROPZONE_STORE__DATABASE"] = f"dropzone_crash_{os.getpid()}"
+    (zone / "incoming" / "acme").mkdir()
+    total = _big_ndjson(zone / "incoming" / "acme" / "big.ndjson", copies=6)
+
+    victim = _run_once(zone, env)
+    batches = 0
+    for raw in victim.stderr:  # wait until a few batches are stored, then kill without warning
+        batches += b'"file.batch"' in raw
+        if batches == 3:
+            break
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    assert victim.returncode == -signal.SIGKILL
+    assert (zone / "incoming" / "acme" / "big.ndjson").exists()  # nothing lost
+
+    if store_kind == "mongodb":
+        time.sleep(2.5)  # let the dead worker's lease expire
+    survivor = _run_once(zone, env)
+    out, err = survivor.communicate(timeout=280)
+    assert survivor.returncode == 0, err.decode()[-2000:]
+    summary = json.loads(out)
+    (file,) = summary["files"]
+    assert file["outcome"] == "archived"
+    assert file["records"]["read"] == total
+    assert file["records"]["loaded"] == total and file["records"]["rejected"] == 0
+    assert summary["resources"] == {"Encounter": total}
+
+
+def test_a_dead_validation_worker_leaves_the_file_for_a_retry(zone: Path) -> None:
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    drop(zone, "acme", BULK / "Patient.000.ndjson")
+    store = MemoryStore()
+    with Pipeline(make_settings(zone), store, FolderSource(zone)) as pipeline:
+        real_submit = pipeline.validator.submit
+
+        def submit_to_a_dead_pool(resources):
+            pipeline.validator.submit = real_submit
+            dead: Future = Future()
+            dead.set_exception(BrokenProcessPool("a worker was killed"))  # as when the OOM killer strikes
+            return dead
+
+        pipeline.validator.submit = submit_to_a_dead_pool
+        assert pipeline.drain() == []  # not quarantined: the file's content is not at fault
+        assert (zone / "incoming" / "acme" / "Patient.000.ndjson").exists()
+        (result,) = pipeline.drain()  # lease released at once, so the retry needs no wait
+    assert result.outcome is Outcome.ARCHIVED and result.counts.loaded == 13
+
+
+def test_shutdown_mid_file_releases_the_lease_and_keeps_the_file(zone: Path, tmp_path: Path) -> None:
+    source_file = tmp_path / "encounters.ndjson"
+    source_file.write_bytes(b"\n".join(ENCOUNTERS.read_bytes().splitlines()[:400]) + b"\n")
+    drop(zone, "acme", source_file)
+    store = MemoryStore()
+    settings = make_settings(zone, batch_size=50, lease_seconds=3600)
+    with Pipeline(settings, store, FolderSource(zone), worker_id="w1") as first:
+        first.progress = lambda _file, _n: first.cancel.set()  # SIGTERM after the first batch
+        assert first.drain() == []
+    assert (zone / "incoming" / "acme" / "encounters.ndjson").exists()
+    with Pipeline(settings, store, FolderSource(zone), worker_id="w2") as second:
+        (result,) = second.drain()  # no waiting for a 1-hour lease: it was released
+    assert result.outcome is Outcome.ARCHIVED
+    assert result.counts.loaded == 400
