@@ -18,6 +18,7 @@ import httpx
 from dropzone.api.app import create_app
 from dropzone.api.server import ApiServer
 from dropzone.api.tenant_files import IssuedCredentials, add_tenant
+from dropzone.api.tokens import TokenIssuer
 from dropzone.config import ApiSettings, Settings, load_settings
 from dropzone.pipeline.runner import Pipeline
 from dropzone.sources.folder import FolderSource
@@ -129,9 +130,9 @@ def in_process(h: Harness) -> Iterator[Harness]:
 
 
 @contextlib.contextmanager
-def live_server(h: Harness, workers: bool = True) -> Iterator[Harness]:
+def live_server(h: Harness, workers: bool = True, issuer: TokenIssuer | None = None) -> Iterator[Harness]:
     """Real uvicorn on 127.0.0.1:<free port>, and (``workers``) the watcher processing the zone."""
-    app = create_app(h.settings, h.store, h.source, workers=workers)
+    app = create_app(h.settings, h.store, h.source, workers=workers, issuer=issuer)
     stop = threading.Event()
     thread = None
     pipeline = Pipeline(h.settings, h.store, h.source)

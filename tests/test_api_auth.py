@@ -27,7 +27,7 @@ PROTECTED = "/api/fhir/Patient/x"
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Harness]:
-    with in_process(build(tmp_path)) as h:
+    with live_server(build(tmp_path), workers=False) as h:
         yield h
 
 
@@ -105,7 +105,7 @@ def test_bearer_refusals_missing_malformed_forged_expired(api: Harness) -> None:
         {**claims, "iat": now, "exp": now + 60, "cfp": "x"}, "another-key-" * 4, algorithm="HS256"
     )
     assert api.client.get(PROTECTED, headers={"Authorization": f"Bearer {forged}"}).status_code == 401
-    cfp = api.client.app.state.dropzone.credentials.for_tenant("acme").fingerprint
+    cfp = CredentialRegistry(api.settings).for_tenant("acme").fingerprint
     expired = jwt.encode(
         {**claims, "iat": now - 120, "exp": now - 1, "cfp": cfp}, SIGNING_KEY, algorithm="HS256"
     )
@@ -128,18 +128,15 @@ def test_bearer_refusals_missing_malformed_forged_expired(api: Harness) -> None:
 
 
 def test_token_expires_with_the_clock(tmp_path: Path) -> None:
-    h = build(tmp_path, token_ttl_seconds=60)
     now = [1_000_000.0]
     issuer = TokenIssuer(SIGNING_KEY.encode(), 60, clock=lambda: now[0])
-    from fastapi.testclient import TestClient
-
-    with TestClient(create_app(h.settings, h.store, h.source, issuer=issuer)) as client:
-        token = client.post("/api/authenticate", data=form(h.creds["acme"])).json()["access_token"]
+    with live_server(build(tmp_path, token_ttl_seconds=60), workers=False, issuer=issuer) as h:
+        token = h.client.post("/api/authenticate", data=form(h.creds["acme"])).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         now[0] += 59
-        assert client.get(PROTECTED, headers=headers).status_code == 404
+        assert h.client.get(PROTECTED, headers=headers).status_code == 404
         now[0] += 2
-        r = client.get(PROTECTED, headers=headers)
+        r = h.client.get(PROTECTED, headers=headers)
         assert r.status_code == 401 and "expired" in r.json()["issue"][0]["diagnostics"]
 
 

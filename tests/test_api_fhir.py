@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_support import Harness, build, in_process
+from api_support import Harness, build, in_process, live_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +23,8 @@ PATIENT = {
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Harness]:
-    with in_process(build(tmp_path, max_resource_bytes=4096)) as h:
+    """Real uvicorn on 127.0.0.1 (no workers: single updates do not need them)."""
+    with live_server(build(tmp_path, max_resource_bytes=4096), workers=False) as h:
         yield h
 
 
