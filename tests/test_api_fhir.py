@@ -168,3 +168,28 @@ def test_fuzzed_patient_bodies_never_cause_server_errors(fuzz_api: Harness, extr
     if r.status_code == 422:
         assert r.json()["resourceType"] == "OperationOutcome"
         assert all(issue.get("expression") for issue in r.json()["issue"])
+
+
+def test_store_outage_is_503_and_unexpected_errors_are_500_without_details(
+    api: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api_support import captured_logs
+
+    from dropzone.errors import StoreUnavailable
+
+    def down(*_a: object, **_k: object) -> None:
+        raise StoreUnavailable("MongoDB: ServerSelectionTimeoutError")
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise KeyError("Secretname-Q7")  # a bug whose message quotes data
+
+    monkeypatch.setattr(api.store.resources, "upsert", down)
+    r = put(api, "acme", PATIENT)
+    assert r.status_code == 503 and r.headers["retry-after"]
+    assert r.json()["issue"][0]["code"] == "transient"
+    monkeypatch.setattr(api.store.resources, "upsert", broken)
+    with captured_logs() as logs:
+        r = put(api, "acme", PATIENT)
+    assert r.status_code == 500 and r.json()["issue"][0]["diagnostics"] == "internal error"
+    assert "Secretname" not in r.text and "Secretname" not in logs.text
+    assert "api.internal_error" in logs.text and "KeyError" in logs.text

@@ -137,6 +137,16 @@ async def upload_batch(
     try:
         try:
             size, sha = await _receive_to(request, tmp, limit)
+        except OSError as err:  # local disk full or unwritable: not the sender's fault
+            event(
+                _log, "api.upload_spool_failed", logging.ERROR, tenant=tenant, error_type=type(err).__name__
+            )
+            raise ApiError(
+                503,
+                "unavailable",
+                "the server could not store the upload; retry later",
+                headers={"Retry-After": "30"},
+            ) from None
         except ClientDisconnect:
             event(_log, "api.upload_aborted", logging.WARNING, tenant=tenant, reason="client_disconnected")
             raise ApiError(400, "incomplete_upload", "the upload was cut off; nothing was stored") from None
