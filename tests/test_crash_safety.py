@@ -139,6 +139,8 @@ def test_two_workers_on_one_zone_process_each_file_exactly_once(zone: Path, stor
     assert sum(r.counts.loaded for r in done) == expected
     assert sum(store.resources.counts(["acme"]).values()) == expected
     assert len(store.ledger.files("acme", limit=100)) == len(files)
+    if store_kind == "mongodb":
+        store._client.drop_database(store._test_database)  # type: ignore[attr-defined]
 
 
 def _big_ndjson(path: Path, copies: int) -> int:
