@@ -89,6 +89,24 @@ class S3Settings(_Strict):
     copy_part_bytes: int = Field(default=512 * 2**20, ge=5 * 2**20, le=5 * 2**30)
 
 
+class ApiSettings(_Strict):
+    """The push API (``dropzone api``; see README, "Push API")."""
+
+    serve: bool = Field(default=False, description="`dropzone run` also serves the push API")
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str | None = Field(
+        default=None, description="external base URL, e.g. https://dz.example.org (token audience)"
+    )
+    token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
+    signing_key: SecretStr | None = Field(
+        default=None, description="HS256 key for access tokens, >= 32 bytes (env DROPZONE_API__SIGNING_KEY)"
+    )
+    signing_key_file: Path | None = Field(default=None, description="file holding the signing key")
+    max_upload_bytes: int = Field(default=5 * 2**30, ge=1)
+    max_resource_bytes: int = Field(default=16 * 2**20, ge=1024)
+
+
 class SftpOptions(_Strict):
     """How to reach a remote SFTP drop zone (``zone: sftp://user@host:port/path``).
 
@@ -148,6 +166,7 @@ class Settings(_Strict):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     s3: S3Settings = Field(default_factory=S3Settings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     sftp: SftpSettings = Field(default_factory=SftpSettings)
     tenants: dict[str, TenantSettings] = Field(default_factory=dict)
     config_dir: Path | None = None
@@ -189,7 +208,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             continue
         path = name.removeprefix("DROPZONE_").lower().split("__")
         value: Any = yaml.safe_load(raw) if raw.strip() else None
-        if path[-1] in ("mongodb_uri",) or path[0] == "zone":
+        if path[-1] in ("mongodb_uri", "signing_key") or path[0] == "zone":
             value = raw  # strings that YAML might reinterpret
         target = overrides
         for part in path[:-1]:
