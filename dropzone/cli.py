@@ -24,6 +24,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dropzone import log
+from dropzone.api.cli import api_command, api_if_configured, tenant_group
+from dropzone.cli_s3 import cli_s3_overrides, s3_connection_options
 from dropzone.cli_sftp import cli_sftp_overrides, sftp_config, sftp_connection_options
 from dropzone.config import TENANT_NAME, Settings, load_settings
 from dropzone.errors import DropzoneError, SourceFileGone, UsageError
@@ -46,6 +48,7 @@ class Context:
 
     def settings(self, **overrides: Any) -> Settings:
         overrides.setdefault("sftp", cli_sftp_overrides())
+        overrides.setdefault("s3", cli_s3_overrides())
         try:
             settings = load_settings(self.config_dir, **overrides)
         except UsageError as err:
@@ -75,8 +78,13 @@ def main(ctx: click.Context, config_dir: str | None, log_format: str | None, log
     ctx.obj = Context(config_dir, log_format, log_level)
 
 
+main.add_command(api_command)
+main.add_command(tenant_group)
+
+
 def zone_option(func: Any) -> Any:
     func = sftp_connection_options(func)
+    func = s3_connection_options(func)
     return click.option(
         "--zone",
         metavar="ZONE",
@@ -107,7 +115,8 @@ def run(obj: Context, zone: str | None, once: bool, as_json: bool) -> None:
             _finish(service, results, as_json)
         else:
             watcher.on_result = None if as_json else _print_result_line
-            watcher.run(stop)
+            with api_if_configured(settings, service):  # api.serve: true
+                watcher.run(stop)
 
 
 @main.command()

@@ -138,6 +138,8 @@ class Pipeline:
             "key": file.key,
             "name": file.name,
             "size": file.size,
+            "etag": file.etag,  # object stores (S3): the exact object version that was loaded
+            "version_id": file.version_id,
             "sha256": sha,
             "state": "processing",
             "received_at": received,
