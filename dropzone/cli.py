@@ -24,6 +24,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dropzone import log
+from dropzone.api.cli import api_command, api_if_configured, tenant_group
+from dropzone.cli_s3 import cli_s3_overrides, s3_connection_options
 from dropzone.cli_sftp import cli_sftp_overrides, sftp_config, sftp_connection_options
 from dropzone.config import TENANT_NAME, Settings, load_settings
 from dropzone.errors import DropzoneError, SourceFileGone, UsageError
@@ -31,6 +33,7 @@ from dropzone.models import FileResult, IncomingFile, Outcome
 from dropzone.service import Service, open_service
 from dropzone.sources.base import INCOMING, QUARANTINE
 from dropzone.watcher import Watcher
+from processors.csv_claims.cli import check_mappings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SOME_REJECTED = 0, 1, 2, 3
 stdout = Console()
@@ -45,6 +48,7 @@ class Context:
 
     def settings(self, **overrides: Any) -> Settings:
         overrides.setdefault("sftp", cli_sftp_overrides())
+        overrides.setdefault("s3", cli_s3_overrides())
         try:
             settings = load_settings(self.config_dir, **overrides)
         except UsageError as err:
@@ -74,8 +78,13 @@ def main(ctx: click.Context, config_dir: str | None, log_format: str | None, log
     ctx.obj = Context(config_dir, log_format, log_level)
 
 
+main.add_command(api_command)
+main.add_command(tenant_group)
+
+
 def zone_option(func: Any) -> Any:
     func = sftp_connection_options(func)
+    func = s3_connection_options(func)
     return click.option(
         "--zone",
         metavar="ZONE",
@@ -106,7 +115,8 @@ def run(obj: Context, zone: str | None, once: bool, as_json: bool) -> None:
             _finish(service, results, as_json)
         else:
             watcher.on_result = None if as_json else _print_result_line
-            watcher.run(stop)
+            with api_if_configured(settings, service):  # api.serve: true
+                watcher.run(stop)
 
 
 @main.command()
@@ -311,7 +321,7 @@ def _finish(service: Service, results: list[FileResult], as_json: bool) -> None:
             "loaded",
             "unchanged",
             "rejected",
-            "reason / report",
+            "reason",
             title=f"{len(results)} file(s)",
         )
         for r in results:
@@ -326,9 +336,12 @@ def _finish(service: Service, results: list[FileResult], as_json: bool) -> None:
                 str(r.counts.loaded),
                 str(r.counts.unchanged),
                 str(r.counts.rejected),
-                " ".join(x for x in (r.reason, r.report) if x),
+                r.reason or "",
             )
         stdout.print(table)
+        for r in results:
+            if r.report:
+                stdout.print(f"report for {r.name}: {r.report}", soft_wrap=True)
         _print_resources(counts)
         if not service.store.persistent:
             stdout.print(
@@ -433,6 +446,10 @@ def _handle_errors() -> Iterator[None]:
     except DropzoneError as err:
         stderr.print(f"[red]error:[/] {type(err).__name__}: {err}")
         sys.exit(EXIT_FAILED)
+
+
+# Commands that live with their feature (registered here, in one place).
+main.add_command(check_mappings)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -56,6 +56,57 @@ class LoggingSettings(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class S3Settings(_Strict):
+    """Options for ``s3://bucket/prefix`` zones. Credentials never live here: boto3's standard
+    chain (env, profile, instance role) supplies them."""
+
+    region: str | None = Field(default=None, description="AWS region; unset = boto3's default chain")
+    endpoint_url: str | None = Field(
+        default=None, description="S3/SQS endpoint (LocalStack, moto); unset = AWS_ENDPOINT_URL or AWS"
+    )
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    queue_url: str | None = Field(
+        default=None, description="SQS queue receiving the bucket's s3:ObjectCreated:* notifications"
+    )
+    poll_seconds: float = Field(default=20.0, ge=0, le=20, description="SQS long-poll wait per receive")
+    visibility_seconds: int = Field(
+        default=120, ge=10, le=43_200, description="SQS visibility; extended while a file is processed"
+    )
+    retry_seconds: int = Field(
+        default=30, ge=0, le=43_200, description="redelivery delay of a message whose file was not finished"
+    )
+    sse_kms_key_id: str | None = Field(default=None, description="KMS key for objects dropzone writes")
+    read_chunk_bytes: int = Field(
+        default=8 * 2**20, ge=64 * 2**10, description="download chunk: the memory bound for reading objects"
+    )
+    multipart_threshold_bytes: int = Field(
+        default=64 * 2**20, ge=5 * 2**20, description="uploads above this size use multipart"
+    )
+    part_bytes: int = Field(default=16 * 2**20, ge=5 * 2**20, le=5 * 2**30)
+    copy_threshold_bytes: int = Field(
+        default=5 * 2**30, ge=5 * 2**20, le=5 * 2**30, description="moves above this use multipart copy"
+    )
+    copy_part_bytes: int = Field(default=512 * 2**20, ge=5 * 2**20, le=5 * 2**30)
+
+
+class ApiSettings(_Strict):
+    """The push API (``dropzone api``; see README, "Push API")."""
+
+    serve: bool = Field(default=False, description="`dropzone run` also serves the push API")
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str | None = Field(
+        default=None, description="external base URL, e.g. https://dz.example.org (token audience)"
+    )
+    token_ttl_seconds: int = Field(default=900, ge=30, le=86_400)
+    signing_key: SecretStr | None = Field(
+        default=None, description="HS256 key for access tokens, >= 32 bytes (env DROPZONE_API__SIGNING_KEY)"
+    )
+    signing_key_file: Path | None = Field(default=None, description="file holding the signing key")
+    max_upload_bytes: int = Field(default=5 * 2**30, ge=1)
+    max_resource_bytes: int = Field(default=16 * 2**20, ge=1024)
+
+
 class SftpOptions(_Strict):
     """How to reach a remote SFTP drop zone (``zone: sftp://user@host:port/path``).
 
@@ -114,6 +165,8 @@ class Settings(_Strict):
     store: StoreSettings = Field(default_factory=StoreSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     sftp: SftpSettings = Field(default_factory=SftpSettings)
     tenants: dict[str, TenantSettings] = Field(default_factory=dict)
     config_dir: Path | None = None
@@ -155,7 +208,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             continue
         path = name.removeprefix("DROPZONE_").lower().split("__")
         value: Any = yaml.safe_load(raw) if raw.strip() else None
-        if path[-1] in ("mongodb_uri",) or path[0] == "zone":
+        if path[-1] in ("mongodb_uri", "signing_key") or path[0] == "zone":
             value = raw  # strings that YAML might reinterpret
         target = overrides
         for part in path[:-1]:

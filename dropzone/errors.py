@@ -50,3 +50,8 @@ class FileRejected(DropzoneError):
 
 class SourceFileGone(DropzoneError):
     """The file left incoming/ while we worked (another worker finished it, or the sender removed it)."""
+
+
+class SourceFileChanged(SourceFileGone):
+    """The object under this key is no longer the one we listed (a sender replaced it): the
+    listed version is treated as gone, and the new content is picked up as a new file."""

@@ -135,6 +135,17 @@ class Watcher:
                 self.on_result(result)
         return results
 
+    def _acknowledge(
+        self, keys: set[str], listed: list[IncomingFile] | None, results: list[FileResult]
+    ) -> None:
+        """Tell the source which notified keys are finished (an SQS message is deleted only
+        now, after the ledger has the outcome) and which must come back later."""
+        present = {f.key for f in listed} if listed is not None else None
+        done = {r.key for r in results}
+        for key in keys:
+            finished = key in done or (present is not None and key not in present)
+            self.source.acknowledge(key, processed=finished)
+
     def run(self, stop: threading.Event) -> None:
         """Watch until ``stop`` is set."""
         self.source.start()
@@ -155,7 +166,7 @@ class Watcher:
                 stop.wait(BURST_SECONDS)
             self.readiness.mark_closed(closed)
             try:
-                ready, next_check = self.readiness.update(self.source.list_incoming())
+                files = self.source.list_incoming()
             except TransientError as err:
                 event(
                     _log,
@@ -164,9 +175,11 @@ class Watcher:
                     zone=self.source.url,
                     error_type=type(err).__name__,
                 )
+                self._acknowledge(closed, None, [])
                 timeout = rescan
                 continue
-            self._process(ready, stop)
+            ready, next_check = self.readiness.update(files)
+            self._acknowledge(closed, files, self._process(ready, stop))
             timeout = min(rescan, next_check) if next_check is not None else rescan
             timeout = max(timeout, 0.05)
         event(_log, "watch.stopped", zone=self.source.url)

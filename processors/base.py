@@ -122,6 +122,12 @@ class Processor(ABC):
         (syntax error that stops parsing, missing Bundle.type); per-record problems go in
         ``Record.issues``. Memory must stay bounded by one record, not the file."""
 
+    def report_details(self) -> dict[str, Any]:
+        """Processor-specific counts for the file's report and ledger record, read after
+        ``records()`` is exhausted (e.g. unresolved references). Counts and codes only, never
+        values from the file."""
+        return {}
+
     def write_rejects(self, indexes: set[int], out: BinaryIO) -> None:
         """Write the original bytes of the rejected records (``Record.index``) to ``out`` in a
         form the sender can fix and drop again. The default re-reads the payload's lines."""

@@ -81,7 +81,7 @@ PATIENT_LINES = (BULK / "Patient.000.ndjson").read_bytes().splitlines()
             "unsupported_bundle_type",
         ),
         ("prose.txt", b"Dear team\nplease find attached the files\n", "unknown_format"),
-        ("unknown-layout.csv", b"colour,flavour\nred,sweet\n", "no_processor"),
+        ("unknown-layout.csv", b"colour,flavour\nred,sweet\n", "unknown_csv_layout"),
     ],
 )
 def test_broken_files_are_quarantined(

@@ -9,6 +9,7 @@ id appears twice the later copy wins, as it would one record at a time.
 from __future__ import annotations
 
 import collections
+import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
@@ -18,12 +19,37 @@ from typing import Any
 import orjson
 
 from dropzone.models import Counts
-from dropzone.pipeline.canonical import resource_hash
+from dropzone.pipeline.canonical import canonical_bytes
 from dropzone.pipeline.lease import Heartbeat
 from dropzone.pipeline.report import RejectLog
 from dropzone.pipeline.validate import Validator
 from dropzone.store.base import ResourceStore, ResourceWrite
 from processors.base import Issue, Record
+
+# A batch also ends at this much canonical JSON, so huge resources do not pile up in memory.
+BATCH_BYTES = 8 * 2**20
+
+
+def _hashed(record: Record) -> tuple[list[ResourceWrite], int]:
+    """The record's resources with their canonical hashes, and their size in bytes."""
+    if record.failed:
+        return [], 0
+    row: list[ResourceWrite] = []
+    nbytes = 0
+    try:
+        for resource in record.resources:
+            canonical = canonical_bytes(resource)
+            nbytes += len(canonical)
+            row.append(
+                ResourceWrite(
+                    resource["resourceType"], resource["id"], resource, hashlib.sha256(canonical).hexdigest()
+                )
+            )
+    except (orjson.JSONEncodeError, RecursionError):
+        # orjson refuses nesting deeper than 255 levels: reject the record, not the file.
+        record.issues.append(Issue("too_deep", "the resource nests too deeply to store"))
+        return [], 0
+    return row, nbytes
 
 
 @dataclass(slots=True)
@@ -84,10 +110,10 @@ class Loader:
         second pass of an all-or-nothing file, whose first pass already validated it."""
         result = LoadResult()
         pending: collections.deque[_Batch] = collections.deque()
-        for chunk in self._batches(iter(records), result):
+        for chunk, writes in self._batches(iter(records), result):
             if heartbeat:
                 heartbeat.check()
-            pending.append(self._prepare(chunk, result, validate))
+            pending.append(self._prepare(chunk, writes, result, validate))
             while len(pending) > self.in_flight:
                 self._finish(pending.popleft(), result, rejects, write, file_sha256)
         while pending:
@@ -96,45 +122,40 @@ class Loader:
             self._finish(pending.popleft(), result, rejects, write, file_sha256)
         return result
 
-    def _batches(self, records: Iterator[Record], result: LoadResult) -> Iterator[list[Record]]:
+    def _batches(
+        self, records: Iterator[Record], result: LoadResult
+    ) -> Iterator[tuple[list[Record], list[list[ResourceWrite]]]]:
+        """Group records into batches of ``batch_size`` resources or ``BATCH_BYTES`` of content,
+        whichever comes first, so a file of huge resources still holds only a few in memory."""
         chunk: list[Record] = []
-        size = 0
+        writes: list[list[ResourceWrite]] = []
+        size = nbytes = 0
         while True:
             started = time.perf_counter()
             record = next(records, None)
             result.times.parse += time.perf_counter() - started
             if record is None:
                 break
+            started = time.perf_counter()
+            row, row_bytes = _hashed(record)
+            result.times.hash += time.perf_counter() - started
             chunk.append(record)
-            size += max(1, len(record.resources))
-            if size >= self.batch_size:
-                yield chunk
-                chunk, size = [], 0
-        if chunk:
-            yield chunk
-
-    def _prepare(self, records: list[Record], result: LoadResult, validate: bool) -> _Batch:
-        started = time.perf_counter()
-        writes: list[list[ResourceWrite]] = []
-        by_type: dict[str, list[str]] = {}
-        for record in records:
-            row = []
-            if not record.failed:
-                try:
-                    for resource in record.resources:
-                        row.append(
-                            ResourceWrite(
-                                resource["resourceType"], resource["id"], resource, resource_hash(resource)
-                            )
-                        )
-                except (orjson.JSONEncodeError, RecursionError):
-                    # orjson refuses nesting deeper than 255 levels: reject the record, not the file.
-                    record.issues.append(Issue("too_deep", "the resource nests too deeply to store"))
-                    row = []
-                for w in row:
-                    by_type.setdefault(w.type, []).append(w.id)
             writes.append(row)
-        result.times.hash += time.perf_counter() - started
+            size += max(1, len(record.resources))
+            nbytes += row_bytes
+            if size >= self.batch_size or nbytes >= BATCH_BYTES:
+                yield chunk, writes
+                chunk, writes, size, nbytes = [], [], 0, 0
+        if chunk:
+            yield chunk, writes
+
+    def _prepare(
+        self, records: list[Record], writes: list[list[ResourceWrite]], result: LoadResult, validate: bool
+    ) -> _Batch:
+        by_type: dict[str, list[str]] = {}
+        for row in writes:
+            for w in row:
+                by_type.setdefault(w.type, []).append(w.id)
         to_validate: list[tuple[int, int]] = []
         future = None
         if validate:

@@ -70,6 +70,7 @@ def build_report(
     destination: str | None,
     rejects_key: str | None,
     generated_at: str,
+    details: dict[str, Any] | None = None,
 ) -> bytes:
     report: dict[str, Any] = {
         "report_version": REPORT_VERSION,
@@ -86,6 +87,7 @@ def build_report(
         "rejected_records_omitted": rejects.omitted if rejects else 0,
         "rejects_file": rejects_key,
         "warnings": rejects.warnings if rejects else [],
+        "details": details or {},
         "generated_at": generated_at,
     }
     return orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n"

@@ -140,6 +140,8 @@ class Pipeline:
             "key": file.key,
             "name": file.name,
             "size": file.size,
+            "etag": file.etag,  # object stores (S3): the exact object version that was loaded
+            "version_id": file.version_id,
             "sha256": sha,
             "state": "processing",
             "received_at": received,
@@ -252,7 +254,7 @@ class Pipeline:
             self.validator,
             tenant.name,
             pipeline.batch_size,
-            in_flight=max(2, pipeline.validation_workers * 2),
+            in_flight=pipeline.validation_workers * 2 or 1,  # keep every worker busy; 1 when in-process
             progress=_BatchProgress(file, self.progress),
         )
         if not self._atomic(processor, tenant):
@@ -295,6 +297,7 @@ class Pipeline:
         day = datetime.now(UTC).strftime("%Y/%m/%d")
         destination = self._free_key(f"{outcome.area}/{area_tenant}/{day}/{file.name}")
         report_key = rejects_key = None
+        details = _processor_details(processor)
         if outcome in (Outcome.QUARANTINED, Outcome.PARTIAL):
             base = (
                 destination
@@ -318,6 +321,7 @@ class Pipeline:
                 destination=destination,
                 rejects_key=rejects_key,
                 generated_at=utc_now_iso(),
+                details=details,
             )
             report_key = self.source.put_bytes(f"{base}.error.json", report)
         seconds = round(time.monotonic() - started, 3)
@@ -334,6 +338,7 @@ class Pipeline:
             seconds=seconds,
             error={"code": error.code, "message": error.message} if error else None,
             stage_seconds=self.last_times if counts.read else None,
+            details=details or None,
         )
         self.store.ledger.save_file(record)
         if not self.store.ledger.complete(claim, outcome.value, destination):
@@ -352,7 +357,7 @@ class Pipeline:
             counts=counts,
             report=report_key,
             destination=moved_to,
-            reason=error.code if error else None,
+            reason=error.code if error else ("records_rejected" if outcome is Outcome.PARTIAL else None),
             sha256=sha,
             processor=processor.name if processor else None,
             seconds=seconds,
@@ -368,6 +373,7 @@ class Pipeline:
             reason=result.reason,
             destination=moved_to,
             seconds=seconds,
+            **({"details": details} if details else {}),
         )
         return result
 
@@ -459,6 +465,17 @@ class Pipeline:
             None,
             seconds,
         )
+
+
+def _processor_details(processor: Processor | None) -> dict[str, Any]:
+    """The processor's own counts for the report and ledger; a failure here must not lose the file."""
+    if processor is None:
+        return {}
+    try:
+        return dict(processor.report_details())
+    except Exception:
+        _log.exception("processor.details_failed")
+        return {}
 
 
 class _BatchProgress:

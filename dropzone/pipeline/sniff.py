@@ -78,10 +78,11 @@ def _looks_delimited(head: bytes) -> bool:
 
 
 def _sniff_json(path: Path, gzipped: bool, head: bytes, limits: PipelineSettings) -> Sniffed:
-    lines = head.split(b"\n")
-    first_line = lines[0].strip()
-    rest_has_content = any(line.strip() for line in lines[1:])
-    if rest_has_content or (len(lines) > 1 and len(head) == HEAD_BYTES):
+    """NDJSON when the first line is a whole JSON object and more content follows it."""
+    with open_payload(path, gzipped, limits.max_decompressed_bytes) as stream:
+        first_line = stream.readline(limits.max_record_bytes + 1)
+        more = bool(stream.read(4096).strip(_WHITESPACE))
+    if more and first_line.endswith(b"\n"):
         try:
             parsed = orjson.loads(first_line)
         except orjson.JSONDecodeError:

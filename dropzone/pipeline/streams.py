@@ -33,10 +33,12 @@ def is_gzip(path: Path) -> bool:
 class CappedReader(io.RawIOBase):
     """Reads from ``inner`` and fails once more than ``cap`` bytes came out (gzip bombs)."""
 
-    def __init__(self, inner: BinaryIO, cap: int) -> None:
+    def __init__(self, inner: BinaryIO, cap: int, also_close: BinaryIO | None = None) -> None:
         self._inner = inner
         self._cap = cap
         self._seen = 0
+        # GzipFile does not close the file object it reads from: we do.
+        self._also_close = also_close
 
     def readable(self) -> bool:
         return True
@@ -54,6 +56,8 @@ class CappedReader(io.RawIOBase):
 
     def close(self) -> None:
         self._inner.close()
+        if self._also_close is not None:
+            self._also_close.close()
         super().close()
 
 
@@ -61,7 +65,8 @@ def open_payload(path: Path, gzipped: bool, max_decompressed: int) -> BinaryIO:
     """The file's content as bytes: decompressed if gzip, with a leading UTF-8 BOM removed."""
     raw: BinaryIO = path.open("rb")
     inner: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
-    stream = io.BufferedReader(CappedReader(inner, max_decompressed), buffer_size=_CHUNK)
+    capped = CappedReader(inner, max_decompressed, also_close=raw if gzipped else None)
+    stream = io.BufferedReader(capped, buffer_size=_CHUNK)
     if stream.peek(3)[:3] == UTF8_BOM:
         stream.read(3)
     return stream  # type: ignore[return-value]

@@ -113,6 +113,11 @@ class Source(ABC):
         stop.wait(timeout)
         return set()
 
+    def acknowledge(self, key: str, *, processed: bool = True) -> None:
+        """Called once for each key ``wait_for_activity`` returned, after the file's outcome is
+        recorded (``processed``) or when it was skipped or left for later (not ``processed``).
+        Event-driven sources delete or release the notification here; the default does nothing."""
+
     def start(self) -> None:
         """Begin watching (threads, connections). Called once before ``wait_for_activity``."""
 

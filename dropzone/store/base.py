@@ -281,6 +281,20 @@ class Ledger(ABC):
     def summary(self) -> dict[str, dict[str, int]]:
         """``{tenant: {state: count}}`` over all file records."""
 
+    @abstractmethod
+    def find_file(self, key: str) -> dict[str, Any] | None:
+        """The newest file record for an incoming key (``incoming/<tenant>/<relpath>``)."""
+
+    # Pushed uploads (the API): the receipt is written before the file reaches incoming/, so
+    # ``GET /api/batch/<id>`` can answer "received" before any worker has seen the file.
+
+    @abstractmethod
+    def save_upload(self, record: dict[str, Any]) -> None:
+        """Insert or replace the upload receipt ``record['_id']`` (tenant, key, name, size)."""
+
+    @abstractmethod
+    def get_upload(self, upload_id: str) -> dict[str, Any] | None: ...
+
 
 class Store(ABC):
     """What the pipeline needs: resources + ledger, and a human-readable description."""

@@ -151,6 +151,8 @@ class MemoryLedger(Ledger):
         self._lock = threading.RLock()
         self._claims: dict[str, dict[str, Any]] = {}
         self._files: dict[str, dict[str, Any]] = {}
+        self._by_key: dict[str, set[str]] = defaultdict(set)
+        self._uploads: dict[str, dict[str, Any]] = {}
         self._clock = clock
 
     def claim(self, tenant: str, sha256: str, path: str, owner: str, lease_seconds: float) -> ClaimAnswer:
@@ -217,6 +219,8 @@ class MemoryLedger(Ledger):
     def save_file(self, record: dict[str, Any]) -> None:
         with self._lock:
             self._files[record["_id"]] = copy.deepcopy(record)
+            if record.get("key"):
+                self._by_key[record["key"]].add(record["_id"])
 
     def get_file(self, file_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -235,6 +239,21 @@ class MemoryLedger(Ledger):
             for record in self._files.values():
                 out[record.get("tenant", "?")][record.get("state", "?")] += 1
         return {t: dict(states) for t, states in sorted(out.items())}
+
+    def find_file(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            chosen = [self._files[i] for i in self._by_key.get(key, ()) if self._files[i].get("key") == key]
+            newest = max(chosen, key=lambda f: f.get("received_at") or "", default=None)
+            return copy.deepcopy(newest) if newest else None
+
+    def save_upload(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._uploads[record["_id"]] = copy.deepcopy(record)
+
+    def get_upload(self, upload_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            record = self._uploads.get(upload_id)
+            return copy.deepcopy(record) if record else None
 
 
 def new_claim_document(key: str, path: str, owner: str, lease_until: float) -> dict[str, Any]:

@@ -34,7 +34,8 @@ from dropzone.store.memory import claim_from_document, new_claim_document
 HISTORY = "_history"
 FILES = "_files"
 CLAIMS = "_claims"
-_RESERVED = {HISTORY, FILES, CLAIMS}
+UPLOADS = "_uploads"
+_RESERVED = {HISTORY, FILES, CLAIMS, UPLOADS}
 _DUPLICATE_KEY = 11000
 
 
@@ -62,6 +63,7 @@ class MongoResourceStore(ResourceStore):
             self._db[HISTORY].create_index([(f"{META_KEY}.doc", 1), (f"{META_KEY}.version", 1)])
             self._db[FILES].create_index([("tenant", 1), ("received_at", -1)])
             self._db[FILES].create_index([("received_at", -1)])
+            self._db[FILES].create_index([("key", 1), ("received_at", -1)])
             self._db[CLAIMS].create_index([("state", 1), ("lease_until", 1)])
             for name in self._db.list_collection_names():
                 if name not in _RESERVED and not name.startswith("system."):
@@ -160,6 +162,7 @@ class MongoLedger(Ledger):
     def __init__(self, db: Any, clock: Any = time.time) -> None:
         self._claims = db[CLAIMS]
         self._files = db[FILES]
+        self._uploads = db[UPLOADS]
         self._clock = clock
 
     def claim(self, tenant: str, sha256: str, path: str, owner: str, lease_seconds: float) -> ClaimAnswer:
@@ -258,6 +261,25 @@ class MongoLedger(Ledger):
         except PyMongoError as err:
             raise _translate(err) from err
         return dict(sorted(out.items()))
+
+    def find_file(self, key: str) -> dict[str, Any] | None:
+        try:
+            found = list(self._files.find({"key": key}).sort("received_at", pymongo.DESCENDING).limit(1))
+        except PyMongoError as err:
+            raise _translate(err) from err
+        return found[0] if found else None
+
+    def save_upload(self, record: dict[str, Any]) -> None:
+        try:
+            self._uploads.replace_one({"_id": record["_id"]}, record, upsert=True)
+        except PyMongoError as err:
+            raise _translate(err) from err
+
+    def get_upload(self, upload_id: str) -> dict[str, Any] | None:
+        try:
+            return self._uploads.find_one({"_id": upload_id})
+        except PyMongoError as err:
+            raise _translate(err) from err
 
 
 class MongoStore(Store):

@@ -1,0 +1,173 @@
+"""``POST /api/authenticate`` (OAuth2 client credentials) and the bearer-token dependency.
+
+The tenant of every other request comes from its token and nothing else: no route takes a
+tenant from the URL, query or body, so a token for tenant A cannot name tenant B's data.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import Annotated
+from urllib.parse import unquote
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.openapi.models import OAuthFlowClientCredentials, OAuthFlows
+from fastapi.responses import JSONResponse
+from fastapi.security import OAuth2
+
+from dropzone.api.context import get_context
+from dropzone.api.credentials import ClientCredential
+from dropzone.api.errors import ApiError
+from dropzone.api.schemas import OAuthError, TokenResponse
+from dropzone.api.smart import ASSERTION_TYPE, AssertionRefused
+from dropzone.api.tokens import SCOPE, InvalidToken
+from dropzone.config import Settings
+from dropzone.log import event
+
+_log = logging.getLogger("dropzone.api")
+TOKEN_PATH = "/api/authenticate"
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+oauth2_scheme = OAuth2(
+    flows=OAuthFlows(clientCredentials=OAuthFlowClientCredentials(tokenUrl=TOKEN_PATH, scopes={})),
+    scheme_name="client_credentials",
+    description="OAuth2 client credentials per tenant; send the token as `Authorization: Bearer <token>`.",
+    auto_error=False,
+)
+
+
+def current_tenant(request: Request, authorization: Annotated[str | None, Depends(oauth2_scheme)]) -> str:
+    """The tenant named by a valid bearer token (401 otherwise)."""
+    ctx = get_context(request)
+    challenge = {"WWW-Authenticate": 'Bearer realm="dropzone"'}
+    if not authorization:
+        raise ApiError(
+            401, "missing_token", "an access token is required (POST /api/authenticate)", headers=challenge
+        )
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "invalid_token", "use 'Authorization: Bearer <token>'", headers=challenge)
+    try:
+        claims = ctx.issuer.verify(token.strip())
+    except InvalidToken as err:
+        raise ApiError(
+            401, "invalid_token", err.reason, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        ) from err
+    ctx.credentials.refresh()
+    cred = ctx.credentials.for_tenant(claims.tenant)
+    if cred is None or cred.client_id != claims.client_id or cred.fingerprint != claims.fingerprint:
+        raise ApiError(
+            401,
+            "invalid_token",
+            "the credentials this token was issued for were rotated or removed; request a new token",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    request.state.tenant = claims.tenant
+    return claims.tenant
+
+
+Tenant = Annotated[str, Depends(current_tenant)]
+
+router = APIRouter(tags=["authentication"])
+
+
+def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
+    headers = dict(_NO_STORE)
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="dropzone"'
+    return JSONResponse({"error": error, "error_description": description}, status, headers=headers)
+
+
+def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as err:
+        raise ValueError("malformed Basic credentials") from err
+    client_id, sep, secret = decoded.partition(":")
+    if not sep:
+        raise ValueError("malformed Basic credentials")
+    # RFC 6749 2.3.1: both parts are form-urlencoded before Basic encoding.
+    return unquote(client_id.replace("+", " ")), unquote(secret.replace("+", " "))
+
+
+def _audiences(request: Request, settings: Settings) -> list[str]:
+    """The token endpoint URL as this request reached it, plus the configured public one."""
+    seen = [str(request.url.replace(query=None, fragment=None))]
+    if settings.api.public_url:
+        seen.append(settings.api.public_url.rstrip("/") + TOKEN_PATH)
+    return seen
+
+
+@router.post(
+    TOKEN_PATH,
+    response_model=TokenResponse,
+    responses={400: {"model": OAuthError}, 401: {"model": OAuthError}},
+    summary="Get an access token (OAuth2 client credentials)",
+)
+def authenticate(
+    request: Request,
+    grant_type: Annotated[str | None, Form(max_length=100)] = None,
+    client_id: Annotated[str | None, Form(max_length=200)] = None,
+    client_secret: Annotated[str | None, Form(max_length=500)] = None,
+    client_assertion_type: Annotated[str | None, Form(max_length=200)] = None,
+    client_assertion: Annotated[str | None, Form(max_length=16_000)] = None,
+    scope: Annotated[str | None, Form(max_length=1000)] = None,
+) -> JSONResponse:
+    """Form fields `grant_type=client_credentials` plus either `client_id` and `client_secret`
+    (or HTTP Basic), or a SMART Backend Services `client_assertion` (JWT signed with the
+    tenant's key). Answers a bearer token valid for `expires_in` seconds for one tenant."""
+    ctx = get_context(request)
+    if grant_type != "client_credentials":
+        if grant_type is None:
+            return _oauth_error(400, "invalid_request", "grant_type is required")
+        return _oauth_error(400, "unsupported_grant_type", "only grant_type=client_credentials is supported")
+    try:
+        basic = _basic_credentials(request)
+    except ValueError:
+        return _oauth_error(401, "invalid_client", "malformed HTTP Basic credentials")
+    methods = sum(x is not None for x in (basic, client_secret, client_assertion))
+    if methods != 1:
+        return _oauth_error(
+            400,
+            "invalid_request",
+            "authenticate with exactly one of: client_id + client_secret, HTTP Basic, or a client_assertion",
+        )
+    ctx.credentials.refresh()
+    cred: ClientCredential | None
+    if client_assertion is not None:
+        if client_assertion_type != ASSERTION_TYPE:
+            return _oauth_error(400, "invalid_request", f"client_assertion_type must be {ASSERTION_TYPE}")
+        try:
+            cred = ctx.assertions.verify(client_assertion, _audiences(request, ctx.settings))
+        except AssertionRefused as err:
+            event(_log, "api.token_refused", logging.WARNING, method="client_assertion", reason=err.reason)
+            return _oauth_error(401, "invalid_client", err.reason)
+        if client_id is not None and client_id != cred.client_id:
+            return _oauth_error(400, "invalid_request", "client_id does not match the client assertion")
+    else:
+        given_id, secret = basic if basic is not None else (client_id, client_secret)
+        if not given_id or not secret:
+            return _oauth_error(400, "invalid_request", "client_id and client_secret are required")
+        cred = ctx.credentials.authenticate(given_id, secret)
+        if cred is None:
+            # The client id is logged only when it is one of ours (a typo could hold a secret).
+            known = ctx.credentials.lookup(given_id)
+            event(
+                _log,
+                "api.token_refused",
+                logging.WARNING,
+                method="basic" if basic else "client_secret",
+                tenant=known.tenant if known else None,
+            )
+            return _oauth_error(401, "invalid_client", "unknown client or wrong secret")
+    token, expires_in = ctx.issuer.issue(cred)
+    event(_log, "api.token_issued", tenant=cred.tenant, expires_in=expires_in)
+    body = TokenResponse(access_token=token, expires_in=expires_in, scope=SCOPE)
+    return JSONResponse(body.model_dump(), headers=_NO_STORE)

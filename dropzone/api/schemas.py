@@ -1,0 +1,67 @@
+"""Response bodies, as the OpenAPI document shows them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+BatchState = Literal["received", "processing", "archived", "partial", "quarantined", "duplicate"]
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="seconds until the token expires")
+    scope: str
+
+
+class OAuthError(BaseModel):
+    """RFC 6749 section 5.2."""
+
+    error: Literal["invalid_request", "invalid_client", "unsupported_grant_type", "invalid_scope"]
+    error_description: str | None = None
+
+
+class ErrorBody(BaseModel):
+    detail: str
+    code: str
+
+
+class BatchAccepted(BaseModel):
+    id: str = Field(description="upload id; poll status_url for the outcome")
+    status_url: str
+    name: str
+    size: int
+    sha256: str
+
+
+class RecordCounts(BaseModel):
+    read: int = 0
+    loaded: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+
+
+class FileError(BaseModel):
+    code: str
+    message: str
+
+
+class BatchStatus(BaseModel):
+    id: str
+    name: str
+    state: BatchState
+    records: RecordCounts
+    report: dict[str, Any] | None = Field(
+        default=None, description="the file's error report (see README, 'Error reports') when one was written"
+    )
+    error: FileError | None = None
+    received_at: str
+    finished_at: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    store: str
+    workers: bool

@@ -1,0 +1,152 @@
+"""Carrier claims -> ExplanationOfBenefit (SYNPUF_MAPPING.md 7): up to 13 line slots, each
+used slot one item with its line amounts; claim totals are the sums over used lines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from processors.csv_claims.beneficiary import coverage_id
+from processors.csv_claims.eob import (
+    C4BB_DX,
+    CARRIER_LINE_AMOUNTS,
+    ClaimResult,
+    Diagnoses,
+    add_claim_diagnoses,
+    care_team_member,
+    eob_header,
+    payment_status,
+    period_of,
+    product,
+)
+from processors.csv_claims.fhir import (
+    BB,
+    HL7,
+    PAYER_ID,
+    TAX_OID,
+    bb_category,
+    coding,
+    concept,
+    data_absent,
+    money,
+    ref,
+)
+from processors.csv_claims.layouts import CARRIER_LINES, Layout
+from processors.csv_claims.values import RowValues
+
+
+def _line_used(v: RowValues, n: int) -> bool:
+    for group in ("HCPCS_CD", "PRF_PHYSN_NPI", "TAX_NUM", "LINE_ICD9_DGNS_CD", "LINE_PRCSG_IND_CD"):
+        if v.text(f"{group}_{n}"):
+            return True
+    for column, *_ in CARRIER_LINE_AMOUNTS:
+        raw = v.text(f"{column}_{n}")
+        if raw is not None and _nonzero(raw):
+            return True
+    return False
+
+
+def _nonzero(raw: str) -> bool:
+    try:
+        return float(raw) != 0
+    except ValueError:
+        return True  # not a number: the line is used, and the amount check reports it
+
+
+def map_carrier(layout: Layout, claim_id: str, bene: str, v: RowValues) -> ClaimResult | None:
+    from_dt, thru_dt = v.date("CLM_FROM_DT"), v.date("CLM_THRU_DT")
+    used = [n for n in range(1, CARRIER_LINES + 1) if _line_used(v, n)]
+    line_amounts = {n: [(spec, v.amount(f"{spec[0]}_{n}")) for spec in CARRIER_LINE_AMOUNTS] for n in used}
+    if v.issues:
+        return None
+    created = thru_dt or from_dt
+    if created is None:
+        v.problem("missing_value", "CLM_THRU_DT", "CLM_THRU_DT is required (it dates the claim)")
+        return None
+    cov = coverage_id("b", bene, created[:4])
+    eob = eob_header(layout, claim_id, bene)
+    period = period_of(from_dt, thru_dt)
+    if period:
+        eob["billablePeriod"] = period
+    eob["created"] = created
+    eob["insurer"] = ref("Organization", PAYER_ID)
+    tax = next((v.text(f"TAX_NUM_{n}") for n in used if v.text(f"TAX_NUM_{n}")), None)
+    if tax:
+        eob["provider"] = {
+            "identifier": {
+                "type": concept(coding(HL7 + "v2-0203", "TAX", "Tax ID number")),
+                "system": TAX_OID,
+                "value": tax,
+            }
+        }
+    else:
+        eob["provider"] = data_absent("unknown")
+    eob["outcome"] = "complete"
+
+    care_team: list[dict[str, Any]] = []
+    care_seq: dict[str, int] = {}
+    for n in used:
+        npi = v.text(f"PRF_PHYSN_NPI_{n}")
+        if npi and npi not in care_seq:
+            care_seq[npi] = len(care_team) + 1
+            care_team.append(care_team_member(care_seq[npi], npi, "rendering", responsible=True))
+    if care_team:
+        eob["careTeam"] = care_team
+
+    dx = Diagnoses()
+    add_claim_diagnoses(dx, v, 8, carrier=True)
+    line_dx: dict[int, int] = {}
+    for n in used:
+        code = v.text(f"LINE_ICD9_DGNS_CD_{n}")
+        if code:
+            line_dx[n] = dx.sequence_of(code) or dx.add(code, C4BB_DX, "secondary")
+    if dx.entries:
+        eob["diagnosis"] = dx.entries
+    eob["insurance"] = [{"focal": True, "coverage": {"reference": f"Coverage/{cov}"}}]
+
+    items = []
+    totals: dict[str, tuple[dict[str, Any], float]] = {}
+    for n in used:
+        item: dict[str, Any] = {"sequence": n}
+        extensions = []
+        tax_n = v.text(f"TAX_NUM_{n}")
+        if tax_n:
+            extensions.append({"url": BB + "tax_num", "valueCoding": coding(BB + "tax_num", tax_n)})
+        indicator = v.text(f"LINE_PRCSG_IND_CD_{n}")
+        if indicator:
+            extensions.append(
+                {"url": BB + "line_prcsg_ind_cd", "valueCoding": coding(BB + "line_prcsg_ind_cd", indicator)}
+            )
+        if extensions:
+            item = {"extension": extensions, **item}
+        npi = v.text(f"PRF_PHYSN_NPI_{n}")
+        if npi:
+            item["careTeamSequence"] = [care_seq[npi]]
+        if n in line_dx:
+            item["diagnosisSequence"] = [line_dx[n]]
+        item["productOrService"] = product(v.text(f"HCPCS_CD_{n}"))
+        if period:
+            item["servicedPeriod"] = dict(period)
+        adjudication = [payment_status()]
+        for (column, system, code, variable), amount in line_amounts[n]:
+            if amount is None:
+                continue
+            category = bb_category(system, code, variable)
+            adjudication.append({"category": category, "amount": money(amount)})
+            previous = totals.get(column, (category, 0.0))[1]
+            totals[column] = (category, round(previous + amount, 2))
+        item["adjudication"] = adjudication
+        items.append(item)
+    if not items:
+        items.append({"sequence": 1, "productOrService": product(None)})
+    eob["item"] = items
+    eob["total"] = [
+        {"category": category, "amount": money(total)}
+        for column, *_ in CARRIER_LINE_AMOUNTS
+        if column in totals
+        for category, total in [totals[column]]
+    ]
+    if not eob["total"]:
+        del eob["total"]
+    if "LINE_NCH_PMT_AMT" in totals:
+        eob["payment"] = {"amount": money(totals["LINE_NCH_PMT_AMT"][1])}
+    return ClaimResult(eob, bene, cov)

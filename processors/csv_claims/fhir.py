@@ -1,0 +1,74 @@
+"""Code systems and small FHIR element builders shared by the SynPUF mappers.
+
+URL conventions follow CMS Blue Button 2.0 (BFD) and CARIN Blue Button (see
+docs in README, "Claims CSV and mappings", and SYNPUF_MAPPING.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+BB = "https://bluebutton.cms.gov/resources/variables/"
+BBCS = "https://bluebutton.cms.gov/resources/codesystem/"
+C4BB = "http://hl7.org/fhir/us/carin-bb/CodeSystem/"
+HL7 = "http://terminology.hl7.org/CodeSystem/"
+ICD9 = "http://hl7.org/fhir/sid/icd-9-cm"
+NPI = "http://hl7.org/fhir/sid/us-npi"
+NDC = "http://hl7.org/fhir/sid/ndc"
+CPT = "http://www.ama-assn.org/go/cpt"
+HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
+MS_DRG = (
+    "https://www.cms.gov/Medicare/Medicare-Fee-for-Service-Payment/AcuteInpatientPPS/"
+    "MS-DRG-Classifications-and-Software"
+)
+TAX_OID = "urn:oid:2.16.840.1.113883.4.4"
+OMB = "urn:oid:2.16.840.1.113883.6.238"
+DAR_EXT = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+US_CORE_RACE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
+US_CORE_ETHNICITY = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity"
+DEFAULT_LOCAL = "http://example.org/fhir/synpuf"
+PAYER_ID = "cms"
+
+
+def coding(system: str, code: str, display: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"system": system, "code": code}
+    if display:
+        out["display"] = display
+    return out
+
+
+def concept(*codings: dict[str, Any], text: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"coding": list(codings)}
+    if text:
+        out["text"] = text
+    return out
+
+
+def money(value: float) -> dict[str, Any]:
+    return {"value": value, "currency": "USD"}
+
+
+def ref(rtype: str, rid: str) -> dict[str, str]:
+    return {"reference": f"{rtype}/{rid}"}
+
+
+def bb_category(carin_system: str, carin_code: str, variable: str) -> dict[str, Any]:
+    """BFD's two-coding amount category: the CARIN/HL7 code, then BBCS:adjudication whose code
+    is the BB variable URL."""
+    return concept(coding(carin_system, carin_code), coding(BBCS + "adjudication", BB + variable))
+
+
+def data_absent(code: str) -> dict[str, Any]:
+    return {"extension": [{"url": DAR_EXT, "valueCode": code}]}
+
+
+def payer_organization() -> dict[str, Any]:
+    """The one payer every SynPUF Coverage and EOB points at."""
+    return {
+        "resourceType": "Organization",
+        "id": PAYER_ID,
+        "identifier": [{"value": "CMS"}],  # as BFD writes the payer identifier
+        "active": True,
+        "type": [concept(coding(HL7 + "organization-type", "pay", "Payer"))],
+        "name": "Centers for Medicare and Medicaid Services",
+    }

@@ -1,0 +1,81 @@
+"""Prescription Drug Events -> ExplanationOfBenefit (SYNPUF_MAPPING.md 8)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from processors.csv_claims.beneficiary import coverage_id
+from processors.csv_claims.eob import C4BB_ADJ, ClaimResult, eob_header, payment_status
+from processors.csv_claims.fhir import (
+    C4BB,
+    HL7,
+    NDC,
+    PAYER_ID,
+    bb_category,
+    coding,
+    concept,
+    data_absent,
+    money,
+    ref,
+)
+from processors.csv_claims.layouts import Layout
+from processors.csv_claims.values import RowValues
+
+
+def map_pde(layout: Layout, pde_id: str, bene: str, v: RowValues) -> ClaimResult | None:
+    served = v.date("SRVC_DT")
+    if served is None and not any(i.path == "SRVC_DT" for i in v.issues):
+        v.problem("missing_value", "SRVC_DT", "SRVC_DT is required (it dates the event)")
+    quantity = v.amount("QTY_DSPNSD_NUM")
+    days = v.integer("DAYS_SUPLY_NUM", 0)
+    patient_paid = v.amount("PTNT_PAY_AMT")
+    total_cost = v.amount("TOT_RX_CST_AMT")
+    if v.issues or served is None:
+        return None
+    cov = coverage_id("d", bene, served[:4])
+    eob = eob_header(layout, pde_id, bene)
+    eob["billablePeriod"] = {"start": served, "end": served}
+    eob["created"] = served
+    eob["insurer"] = ref("Organization", PAYER_ID)
+    eob["provider"] = data_absent("unknown")  # SynPUF PDE has no pharmacy or prescriber
+    eob["outcome"] = "complete"
+    if days is not None:
+        eob["supportingInfo"] = [
+            {
+                "sequence": 1,
+                "category": concept(coding(C4BB + "C4BBSupportingInfoType", "dayssupply")),
+                "valueQuantity": {"value": days},
+            }
+        ]
+    eob["insurance"] = [{"focal": True, "coverage": {"reference": f"Coverage/{cov}"}}]
+    product = v.text("PROD_SRVC_ID")
+    if product is None:
+        product_concept = concept(coding(HL7 + "data-absent-reason", "unknown", "Unknown"))
+    elif product.isdigit():
+        product_concept = concept(coding(NDC, product))
+    else:  # e.g. the literal OTHER: not an NDC
+        product_concept = concept(coding(HL7 + "data-absent-reason", "masked", "Masked"), text=product)
+    item: dict[str, Any] = {"sequence": 1, "productOrService": product_concept, "servicedDate": served}
+    if quantity is not None:
+        item["quantity"] = {"value": quantity}
+    adjudication = []
+    if patient_paid is not None:
+        adjudication.append(
+            {
+                "category": bb_category(C4BB_ADJ, "paidbypatient", "ptnt_pay_amt"),
+                "amount": money(patient_paid),
+            }
+        )
+    if total_cost is not None:
+        adjudication.append(
+            {"category": bb_category(C4BB_ADJ, "drugcost", "tot_rx_cst_amt"), "amount": money(total_cost)}
+        )
+    if adjudication:
+        item["adjudication"] = adjudication
+    eob["item"] = [item]
+    eob["adjudication"] = [payment_status()]
+    if total_cost is not None:
+        eob["total"] = [
+            {"category": bb_category(C4BB_ADJ, "drugcost", "tot_rx_cst_amt"), "amount": money(total_cost)}
+        ]
+    return ClaimResult(eob, bene, cov)

@@ -1,0 +1,176 @@
+"""The real `dropzone` console script, as users run it (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BULK, HL7
+
+DROPZONE = shutil.which("dropzone", path=str(Path(sys.executable).parent)) or "dropzone"
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 180):
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DROPZONE_", "MONGODB_"))}
+    base["DROPZONE_PIPELINE__VALIDATION_WORKERS"] = "0"
+    base["DROPZONE_PIPELINE__QUIET_SECONDS"] = "0"
+    base.update(env or {})
+    return subprocess.run(
+        [DROPZONE, *args], capture_output=True, text=True, env=base, cwd=cwd, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["ingest"], ["status"], ["replay"], ["demo"]])
+def test_every_command_has_help(command: list[str], tmp_path: Path) -> None:
+    result = cli(*command, "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "Usage: dropzone" in result.stdout
+    assert len(result.stdout.splitlines()) > 4
+
+
+def test_ingest_json_summary_and_exit_codes(tmp_path: Path) -> None:
+    zone = tmp_path / "zone"
+    good = cli(
+        "ingest",
+        str(BULK / "Patient.000.ndjson"),
+        str(BULK / "gzipped" / "Condition.000.ndjson.gz"),
+        "--tenant",
+        "acme",
+        "--zone",
+        str(zone),
+        "--json",
+        cwd=tmp_path,
+    )
+    assert good.returncode == 0, good.stderr
+    summary = json.loads(good.stdout)
+    assert set(summary) == {"files", "resources"}
+    assert summary["resources"] == {"Condition": 555, "Patient": 13}
+    for item in summary["files"]:
+        assert set(item) == {"name", "tenant", "outcome", "records", "report"}
+        assert item["outcome"] == "archived" and item["report"] is None and item["tenant"] == "acme"
+        assert set(item["records"]) == {"read", "loaded", "unchanged", "rejected"}
+
+    bad = cli(
+        "ingest",
+        str(HL7 / "fhir-test-cases" / "r4-caredove-bundle.json"),
+        "--tenant",
+        "acme",
+        "--zone",
+        str(zone),
+        "--json",
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 3
+    (item,) = json.loads(bad.stdout)["files"]
+    assert item["outcome"] == "quarantined"
+    assert (zone / item["report"]).is_file()
+
+
+def test_usage_and_configuration_errors_exit_2(tmp_path: Path) -> None:
+    assert cli("ingest", str(BULK / "Patient.000.ndjson"), cwd=tmp_path).returncode == 2  # no --tenant
+    bad_tenant = cli("ingest", str(BULK / "Patient.000.ndjson"), "--tenant", "Bad Name!", cwd=tmp_path)
+    assert bad_tenant.returncode == 2
+    bad_config = cli(
+        "run",
+        "--once",
+        "--zone",
+        str(tmp_path / "z"),
+        cwd=tmp_path,
+        env={"DROPZONE_PIPELINE__BATCH_SIZE": "-5"},
+    )
+    assert bad_config.returncode == 2
+    assert "pipeline.batch_size" in bad_config.stderr
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "dropzone.yaml").write_text("pipeline:\n  polcy: file\n")
+    typo = cli("--config", str(config), "status", cwd=tmp_path)
+    assert typo.returncode == 2 and "pipeline.polcy" in typo.stderr
+    assert cli("run", "--zone", "ftp://example.org/x", "--once", cwd=tmp_path).returncode == 2
+
+
+def test_second_process_on_an_embedded_zone_is_refused_and_sigterm_stops_cleanly(tmp_path: Path) -> None:
+    zone = tmp_path / "zone"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DROPZONE_", "MONGODB_"))}
+    env.update(DROPZONE_PIPELINE__VALIDATION_WORKERS="0", DROPZONE_PIPELINE__QUIET_SECONDS="0.2")
+    watcher = subprocess.Popen(
+        [DROPZONE, "--log-format", "json", "run", "--zone", str(zone)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        for line in watcher.stderr:
+            if '"watch.started"' in line:
+                break
+        second = cli("run", "--once", "--zone", str(zone), cwd=tmp_path)
+        assert second.returncode == 2
+        assert "in use" in second.stderr and "MONGODB_URI" in second.stderr
+
+        (zone / "incoming" / "acme").mkdir(parents=True)
+        shutil.copy(BULK / "Patient.000.ndjson", zone / "incoming" / "acme" / "p.ndjson")
+        deadline = time.monotonic() + 60
+        while not list((zone / "archived").rglob("p.ndjson")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list((zone / "archived").rglob("p.ndjson"))
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        _out, err = watcher.communicate(timeout=30)
+    assert watcher.returncode == 0, err[-2000:]
+    events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
+    assert "watch.stopped" in events and "file.finished" in events
+
+
+def test_replay_moves_a_quarantined_file_back_and_it_loads_after_a_fix(tmp_path: Path) -> None:
+    zone = tmp_path / "zone"
+    small = {"DROPZONE_PIPELINE__MAX_FILE_BYTES": "1000"}
+    first = cli(
+        "ingest",
+        str(BULK / "Patient.000.ndjson"),
+        "--tenant",
+        "acme",
+        "--zone",
+        str(zone),
+        "--json",
+        env=small,
+        cwd=tmp_path,
+    )
+    assert first.returncode == 3
+    (item,) = json.loads(first.stdout)["files"]
+    quarantined = item["report"].removesuffix(".error.json")
+
+    replay = cli("replay", quarantined, "--zone", str(zone), cwd=tmp_path)
+    assert replay.returncode == 0, replay.stderr
+    assert (zone / "incoming" / "acme" / "Patient.000.ndjson").is_file()
+    assert not (zone / quarantined).exists()
+
+    again = cli("run", "--once", "--zone", str(zone), "--json", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["files"][0]["outcome"] == "archived"
+
+
+def test_demo_runs_the_bundled_drops(tmp_path: Path) -> None:
+    result = cli("demo", "--zone", str(tmp_path / "demo"), "--json", cwd=tmp_path)
+    assert result.returncode == 3  # the demo includes a partial and a quarantined file on purpose
+    summary = json.loads(result.stdout)
+    outcomes = sorted(f["outcome"] for f in summary["files"])
+    assert outcomes.count("archived") >= 4 and "partial" in outcomes and "quarantined" in outcomes
+    assert summary["resources"]["Patient"] >= 13
+    assert "nothing persists" in result.stderr
+
+
+def test_status_and_json_logs(tmp_path: Path) -> None:
+    result = cli("--log-format", "json", "status", "--zone", str(tmp_path / "zone"), "--json", cwd=tmp_path)
+    assert result.returncode == 0
+    status = json.loads(result.stdout)
+    assert status["persistent"] is False and status["incoming"] == 0
+    logs = [json.loads(line) for line in result.stderr.splitlines()]
+    assert {"ts", "level", "event"} <= set(logs[0])
