@@ -10,7 +10,7 @@ import copy
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -42,12 +42,18 @@ class MemoryResourceStore(ResourceStore):
     def __init__(self) -> None:
         self._lock = threading.RLock()
         # resourceType -> document id -> document as orjson bytes
-        self._docs: dict[str, dict[str, bytes]] = defaultdict(dict)
+        self._blobs: dict[str, dict[str, bytes]] = defaultdict(dict)
         # resourceType -> document id -> (tenant, hash, version, file_sha256, first_ingested)
         self._meta: dict[str, dict[str, tuple[str, str, int, str | None, str]]] = defaultdict(dict)
         # (resourceType, document id) -> [(version, document bytes)]
         self._history: dict[tuple[str, str], list[tuple[int, bytes]]] = defaultdict(list)
         self._by_identifier: dict[tuple[str, str, str | None, str], set[str]] = defaultdict(set)
+
+    @property
+    def _docs(self) -> dict[str, Mapping[str, dict[str, Any]]]:
+        """Read-only view of every collection, decoding documents on access: for tests and
+        debugging that look inside the store (the name predates the bytes storage)."""
+        return {rtype: _DecodedDocuments(coll) for rtype, coll in self._blobs.items()}
 
     def ensure_indexes(self) -> None:
         """Nothing to do: dictionaries are the indexes."""
@@ -66,7 +72,7 @@ class MemoryResourceStore(ResourceStore):
         self, rtype: str, docs: list[dict[str, Any]], history: list[tuple[str, int]]
     ) -> None:
         with self._lock:
-            coll, metas = self._docs[rtype], self._meta[rtype]
+            coll, metas = self._blobs[rtype], self._meta[rtype]
             for doc_id, _version in history:
                 old = coll.get(doc_id)
                 if old is not None:
@@ -88,7 +94,7 @@ class MemoryResourceStore(ResourceStore):
 
     def _delete_document(self, rtype: str, doc_id: str) -> bool:
         with self._lock:
-            old = self._docs.get(rtype, {}).pop(doc_id, None)
+            old = self._blobs.get(rtype, {}).pop(doc_id, None)
             self._meta.get(rtype, {}).pop(doc_id, None)
             if old is not None:
                 self._unindex(rtype, orjson.loads(old))
@@ -113,7 +119,7 @@ class MemoryResourceStore(ResourceStore):
 
     def get_document(self, tenant: str, rtype: str, resource_id: str) -> dict[str, Any] | None:
         with self._lock:
-            doc = self._docs.get(rtype, {}).get(f"{tenant}/{resource_id}")
+            doc = self._blobs.get(rtype, {}).get(f"{tenant}/{resource_id}")
         return orjson.loads(doc) if doc is not None else None
 
     def history(self, tenant: str, rtype: str, resource_id: str) -> list[dict[str, Any]]:
@@ -129,7 +135,7 @@ class MemoryResourceStore(ResourceStore):
         wanted = set(tenants) if tenants is not None else None
         with self._lock:
             out: dict[str, int] = {}
-            for rtype, coll in self._docs.items():
+            for rtype, coll in self._blobs.items():
                 if wanted is None:
                     n = len(coll)
                 else:
@@ -140,10 +146,26 @@ class MemoryResourceStore(ResourceStore):
 
     def resource_types(self) -> list[str]:
         with self._lock:
-            return sorted(t for t, coll in self._docs.items() if coll)
+            return sorted(t for t, coll in self._blobs.items() if coll)
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+class _DecodedDocuments(Mapping[str, dict[str, Any]]):
+    """One collection as a read-only mapping of document id -> decoded document."""
+
+    def __init__(self, blobs: dict[str, bytes]) -> None:
+        self._blobs = blobs
+
+    def __getitem__(self, doc_id: str) -> dict[str, Any]:
+        return orjson.loads(self._blobs[doc_id])  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._blobs)
+
+    def __len__(self) -> int:
+        return len(self._blobs)
 
 
 class MemoryLedger(Ledger):
