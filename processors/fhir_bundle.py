@@ -245,20 +245,12 @@ class FhirBundleProcessor(Processor):
     ) -> None:
         condition = request.get("ifNoneExist")
         if isinstance(condition, str) and condition:
-            matches = self._search(plan, condition, f"Bundle.entry[{plan.index}].request.ifNoneExist")
-            if matches is None:
+            where = f"Bundle.entry[{plan.index}].request.ifNoneExist"
+            found, match = self._single_match(plan, condition, where, "ifNoneExist")
+            if not found:
                 return
-            if len(matches) > 1:
-                plan.issues.append(
-                    Issue(
-                        "multiple_matches",
-                        "ifNoneExist matched more than one stored resource",
-                        f"Bundle.entry[{plan.index}].request.ifNoneExist",
-                    )
-                )
-                return
-            if matches:
-                plan.rid = matches[0]
+            if match:
+                plan.rid = match
                 plan.skip = True  # exists already: nothing to create, but references resolve to it
                 return
         full_url = entry.get("fullUrl")
@@ -289,44 +281,38 @@ class FhirBundleProcessor(Processor):
             else:
                 plan.rid = url_id
             return
-        matches = self._search(plan, query, where)
-        if matches is None:
+        found, match = self._single_match(plan, query, where, "conditional update")
+        if not found:
             return
-        if len(matches) > 1:
-            plan.issues.append(
-                Issue(
-                    "multiple_matches", "the conditional update matched more than one stored resource", where
-                )
-            )
-        elif matches:
-            plan.rid = matches[0]
+        rid = resource.get("id")
+        full_url = entry.get("fullUrl")
+        if match:
+            plan.rid = match
+        elif isinstance(rid, str):
+            plan.rid = rid
         else:
-            rid = resource.get("id")
-            full_url = entry.get("fullUrl")
-            plan.rid = (
-                rid
-                if isinstance(rid, str)
-                else deterministic_id(tenant, str(full_url or f"{self.context.name}#entry{plan.index}"))
-            )
+            plan.rid = deterministic_id(tenant, str(full_url or f"{self.context.name}#entry{plan.index}"))
 
     def _plan_delete(self, plan: _EntryPlan, url_id: str, query: str) -> None:
         where = f"Bundle.entry[{plan.index}].request.url"
         if url_id:
             plan.rid = url_id
             return
+        found, match = self._single_match(plan, query, where, "conditional delete")
+        if found:
+            plan.rid = match  # None when nothing matches: in FHIR, deleting nothing succeeds
+
+    def _single_match(self, plan: _EntryPlan, query: str, where: str, what: str) -> tuple[bool, str | None]:
+        """(usable, matched id or None) for a conditional request; records why when not usable."""
         matches = self._search(plan, query, where)
         if matches is None:
-            return
+            return False, None
         if len(matches) > 1:
             plan.issues.append(
-                Issue(
-                    "multiple_matches", "the conditional delete matched more than one stored resource", where
-                )
+                Issue("multiple_matches", f"{what} matched more than one stored resource", where)
             )
-        elif matches:
-            plan.rid = matches[0]
-        else:
-            plan.rid = None  # nothing matches: in FHIR, deleting nothing succeeds
+            return False, None
+        return True, matches[0] if matches else None
 
     def _search(self, plan: _EntryPlan, query: str, where: str) -> list[str] | None:
         params = parse_qsl(query, keep_blank_values=True)
