@@ -34,8 +34,6 @@ def sniff(path: Path, limits: PipelineSettings) -> Sniffed:
     if size > limits.max_file_bytes:
         raise FileRejected("too_large", f"the file is larger than the limit of {limits.max_file_bytes} bytes")
     gzipped = is_gzip(path)
-    if gzipped:
-        check_gzip(path, limits.max_decompressed_bytes)
     with path.open("rb") as raw:
         if not gzipped and raw.read(4).startswith(_UTF16_32_BOMS):
             raise FileRejected("unsupported_encoding", "UTF-16/UTF-32 text is not accepted; send UTF-8")
@@ -44,6 +42,8 @@ def sniff(path: Path, limits: PipelineSettings) -> Sniffed:
     if head.startswith(_UTF16_32_BOMS):
         raise FileRejected("unsupported_encoding", "UTF-16/UTF-32 text is not accepted; send UTF-8")
     if not head.strip(_WHITESPACE):
+        if gzipped:  # blank so far: a gzip bomb of whitespace must say too_large, not empty
+            check_gzip(path, limits.max_decompressed_bytes)
         raise FileRejected("empty_file", "the file has no content")
     if b"\x00" in head:
         raise FileRejected(
@@ -57,8 +57,16 @@ def sniff(path: Path, limits: PipelineSettings) -> Sniffed:
     if first == b"[":
         raise FileRejected("not_fhir", "a JSON array is not a FHIR resource, Bundle or NDJSON")
     if _looks_delimited(head):
-        return Sniffed("csv", gzipped, head)
+        return _checked(Sniffed("csv", gzipped, head), path, limits)
     raise FileRejected("unknown_format", "not FHIR JSON, NDJSON or delimited text")
+
+
+def _checked(sniffed: Sniffed, path: Path, limits: PipelineSettings) -> Sniffed:
+    """Line-oriented files load record by record: a truncated gzip must be caught before the
+    first record is stored, so decompress once to the end first."""
+    if sniffed.gzipped:
+        check_gzip(path, limits.max_decompressed_bytes)
+    return sniffed
 
 
 def _require_utf8(head: bytes) -> None:
@@ -88,7 +96,9 @@ def _sniff_json(path: Path, gzipped: bool, head: bytes, limits: PipelineSettings
         except orjson.JSONDecodeError:
             parsed = None
         if isinstance(parsed, dict):
-            return Sniffed("ndjson", gzipped, head, {"first_resource_type": parsed.get("resourceType")})
+            sniffed = Sniffed("ndjson", gzipped, head, {"first_resource_type": parsed.get("resourceType")})
+            return _checked(sniffed, path, limits)
+    # A JSON document is read to the end by _sniff_document, which also checks a gzip stream.
     return _sniff_document(path, gzipped, head, limits)
 
 
