@@ -133,10 +133,20 @@ def test_upload_cut_off_mid_stream_leaves_nothing(api: Harness) -> None:
     ).encode()
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(head + b'{"resourceType": "Patient", "id": "a"}\n' * 100)
+    # The server may not even have opened its spool file yet: wait until the spool folder has
+    # stayed empty for a while, not merely until it is empty once.
+    temp = Path(api.settings.pipeline.temp_dir)
     deadline = time.monotonic() + 10
-    while list(Path(api.settings.pipeline.temp_dir).iterdir()) and time.monotonic() < deadline:
+    empty_since = None
+    while time.monotonic() < deadline:
+        if list(temp.iterdir()):
+            empty_since = None
+        elif empty_since is None:
+            empty_since = time.monotonic()
+        elif time.monotonic() - empty_since >= 0.5:
+            break
         time.sleep(0.05)
-    assert list(Path(api.settings.pipeline.temp_dir).iterdir()) == []
+    assert list(temp.iterdir()) == []
     assert api.files_under("incoming") == []
     assert api.files_under("archived") == [] and api.files_under("quarantine") == []
 
