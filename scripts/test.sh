@@ -1,25 +1,7 @@
 #!/usr/bin/env bash
-# Set up everything the tests need (first run only) and run the whole suite.
-# System packages: the SFTP tests run a real OpenSSH server and client (Debian openssh-server,
-# openssh-client); they are installed with apt when we are root or have sudo, and the tests
-# say why they skip otherwise.
+# Set up everything the tests need (first run only: scripts/setup-tests.sh) and run the suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-if ! [ -x /usr/sbin/sshd ] || ! command -v sftp >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1; then
-    sudo_cmd=""
-    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo -n"
-    if $sudo_cmd true 2>/dev/null; then
-      export DEBIAN_FRONTEND=noninteractive
-      $sudo_cmd apt-get update -qq || true
-      $sudo_cmd apt-get install -y -qq openssh-server openssh-client >/dev/null
-    else
-      echo "note: cannot install openssh-server/openssh-client (not root, no sudo): SFTP tests will skip" >&2
-    fi
-  fi
-fi
-
-scripts/bootstrap.sh dev
+scripts/setup-tests.sh
 # No `|| true`: a failing run, or pytest's exit 5 (no tests collected), fails the script.
 exec .venv/bin/python -m pytest "$@"
