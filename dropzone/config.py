@@ -49,6 +49,9 @@ class PipelineSettings(_Strict):
     max_record_bytes: int = Field(default=16 * 2**20, ge=1024)
     max_report_errors: int = Field(default=10_000, ge=1)
     temp_dir: str | None = None
+    max_attempts: int = Field(
+        default=5, ge=1, le=100, description="failed attempts of one file content before it is quarantined"
+    )
 
 
 class LoggingSettings(_Strict):
@@ -161,6 +164,10 @@ class Settings(_Strict):
     zone: str = Field(default="./dropzone-data", description="folder path, s3://bucket/prefix or sftp://…")
     allow_undeclared_tenants: bool = Field(
         default=True, description="false: files for tenants without config/tenants/<t>.yaml are quarantined"
+    )
+    folder_polling: bool = Field(
+        default=False,
+        description="folder zones: poll instead of inotify (NFS/SMB); only the quiet period applies",
     )
     store: StoreSettings = Field(default_factory=StoreSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)

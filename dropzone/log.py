@@ -16,9 +16,11 @@ import orjson
 _FIELDS = "dz_fields"
 
 
-def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
+def event(
+    logger: logging.Logger, name: str, level: int = logging.INFO, *, exc_info: bool = False, **fields: Any
+) -> None:
     if logger.isEnabledFor(level):
-        logger.log(level, name, extra={_FIELDS: fields})
+        logger.log(level, name, exc_info=exc_info, extra={_FIELDS: fields})
 
 
 class JsonFormatter(logging.Formatter):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from dropzone.config import Settings
+from dropzone.errors import ConfigError
 from dropzone.log import event
 from dropzone.pipeline.runner import Pipeline
 from dropzone.sources import open_source
@@ -29,9 +32,28 @@ class Service:
     pipeline: Pipeline
 
 
+def check_writable_paths(settings: Settings) -> None:
+    """What can be checked before the first file is checked here, so a wrong setting stops the
+    start (exit 2) instead of failing every file later."""
+    temp_dir = settings.pipeline.temp_dir
+    if temp_dir is not None:
+        folder = Path(temp_dir)
+        if not folder.is_dir():
+            raise ConfigError(f"pipeline.temp_dir {temp_dir} is not a folder (create it or unset it)")
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            raise ConfigError(f"pipeline.temp_dir {temp_dir} is not writable: {err.strerror}") from err
+    zone = settings.zone.removeprefix("file://")
+    if "://" not in zone and Path(zone).exists() and not os.access(zone, os.W_OK | os.X_OK):
+        raise ConfigError(f"the drop zone {zone} is not writable by this user")
+
+
 @contextlib.contextmanager
 def open_service(settings: Settings, store: Store | None = None) -> Iterator[Service]:
     """Open store, source and pipeline for ``settings.zone``; close them all on exit."""
+    check_writable_paths(settings)
     store = store or open_store(settings)
     try:
         source = open_source(settings.zone, settings)

@@ -48,8 +48,10 @@ class Readiness:
         atomic: bool,
         clock: Callable[[], float] = time.monotonic,
         mtime_is_local: bool = True,
+        still_writing: Callable[[list[IncomingFile]], set[str]] | None = None,
     ) -> None:
         self.quiet = quiet_seconds
+        self.still_writing = still_writing
         self.atomic = atomic
         self.mtime_is_local = mtime_is_local
         self.clock = clock
@@ -90,6 +92,15 @@ class Readiness:
                 next_check = _earliest(next_check, self.quiet - waited)
         for gone in set(self._seen) - present:
             del self._seen[gone]
+        quiet_only = [f for f in ready if not (self.atomic or self._seen[f.key].closed)]
+        if quiet_only and self.still_writing is not None:
+            # Quiet is not complete: a sender that paused with the file open is still writing it.
+            writing = self.still_writing(quiet_only)
+            if writing:
+                for key in writing:
+                    self._seen[key].since = now
+                ready = [f for f in ready if f.key not in writing]
+                next_check = _earliest(next_check, self.quiet or 0.5)
         return ready, next_check
 
     def retry_later(self, key: str, seconds: float) -> None:
@@ -118,6 +129,7 @@ class Watcher:
             settings.pipeline.quiet_seconds,
             source.uploads_are_atomic,
             mtime_is_local=source.mtime_is_local,
+            still_writing=source.open_for_writing,
         )
 
     def _process(self, files: list[IncomingFile], stop: threading.Event) -> list[FileResult]:
@@ -127,8 +139,8 @@ class Watcher:
                 break
             result = self.pipeline.process(file)
             if result is None:
-                # Busy elsewhere or a transient failure: look again after the rescan interval.
-                self.readiness.retry_later(file.key, self.settings.pipeline.rescan_seconds)
+                # Busy elsewhere or a failed attempt: look again later (longer after each failure).
+                self.readiness.retry_later(file.key, self.pipeline.retry_delay(file.key))
                 continue
             results.append(result)
             if self.on_result:

@@ -90,7 +90,7 @@ def test_worker_dying_mid_file_is_resumed_with_exact_counts(
 def test_crash_between_finish_and_move_only_completes_the_move(zone: Path) -> None:
     drop(zone, "acme", BULK / "Patient.000.ndjson")
     store = MemoryStore()
-    settings = make_settings(zone)
+    settings = make_settings(zone, lease_seconds=1.0)
     source = FolderSource(zone)
     original_move = source.move
 
@@ -102,6 +102,10 @@ def test_crash_between_finish_and_move_only_completes_the_move(zone: Path) -> No
         first.drain()
     source.move = original_move
     with Pipeline(settings, store, FolderSource(zone)) as second:
+        # While the owner's lease runs it may still be moving the file: a second worker leaves it.
+        assert second.drain() == []
+        assert (zone / "incoming/acme/Patient.000.ndjson").is_file()
+        time.sleep(1.1)
         (result,) = second.drain()
     assert result.outcome is Outcome.ARCHIVED
     assert result.counts.loaded == 13

@@ -14,6 +14,7 @@ incoming/: the next worker only completes the move.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -37,7 +38,7 @@ from dropzone.pipeline.report import RejectLog, build_report
 from dropzone.pipeline.sniff import sniff
 from dropzone.pipeline.streams import open_payload, sha256_file
 from dropzone.pipeline.validate import Validator
-from dropzone.sources.base import ARCHIVED, QUARANTINE, Source, with_suffix_number
+from dropzone.sources.base import ARCHIVED, QUARANTINE, Source, fit_name, with_suffix_number
 from dropzone.store.base import Claim, ClaimState, Store, utc_now_iso
 from processors.base import Issue, Processor, ProcessorContext
 from processors.registry import choose
@@ -45,6 +46,23 @@ from processors.registry import choose
 _log = logging.getLogger("dropzone.pipeline")
 UNKNOWN_TENANT = "_unknown"
 PROGRESS_LOG_SECONDS = 10.0
+MAX_RETRY_SECONDS = 3600.0
+
+
+_OS_FAULT_CODES = {errno.ENAMETOOLONG: "name_too_long", errno.ENOSPC: "disk_full", errno.EDQUOT: "disk_full"}
+
+
+def fault_code(err: BaseException) -> str:
+    """A stable code for a fault that is not the file's content."""
+    if isinstance(err, PermissionError):
+        return "permission_denied"
+    if isinstance(err, OSError):
+        return {
+            errno.ENAMETOOLONG: "name_too_long",
+            errno.ENOSPC: "disk_full",
+            errno.EDQUOT: "disk_full",
+        }.get(err.errno or 0, "os_error")
+    return "internal_error"
 
 
 def default_worker_id() -> str:
@@ -71,6 +89,8 @@ class Pipeline:
         self.validator = Validator(settings.pipeline.validation_workers)
         tune_gc()  # process-wide; see gctune for the measurements
         self.last_times: dict[str, float] = {}
+        # Per key: (size, mtime) of the content that failed, and how many attempts in a row failed.
+        self._failures: dict[str, tuple[tuple[int, float], int]] = {}
         # Set to abandon the file in progress (SIGTERM): its lease is released, it stays in incoming/.
         self.cancel = threading.Event()
 
@@ -121,6 +141,122 @@ class Pipeline:
         except TransientError as err:
             event(_log, "file.retry_later", logging.WARNING, key=file.key, error_type=type(err).__name__)
             return None
+        except Exception as err:  # a fault of the machine or a bug: this file's attempt ends, not the service
+            return self._attempt_failed(file, ledger_tenant, err)
+
+    # -- faults: retry with back-off, then quarantine -------------------------------------------------
+
+    def retry_delay(self, key: str) -> float:
+        """Seconds before ``key`` should be tried again: the rescan interval, doubled per failure."""
+        failures = self._failures.get(key, (None, 0))[1]
+        base = self.settings.pipeline.rescan_seconds
+        return min(base * 2 ** max(failures - 1, 0), MAX_RETRY_SECONDS) if failures else base
+
+    def _attempt_failed(self, file: IncomingFile, tenant: str, err: Exception) -> FileResult | None:
+        code = fault_code(err)
+        signature = (file.size, file.mtime)
+        previous = self._failures.get(file.key)
+        failures = previous[1] + 1 if previous and previous[0] == signature else 1
+        self._failures[file.key] = (signature, failures)
+        limit = self.settings.pipeline.max_attempts
+        fields: dict[str, Any] = {
+            "key": file.key,
+            "code": code,
+            "error_type": type(err).__name__,
+            "attempt": failures,
+            "max_attempts": limit,
+        }
+        if isinstance(err, OSError) and err.errno is not None:
+            fields["errno"] = errno.errorcode.get(err.errno, str(err.errno))
+        # The traceback only at DEBUG: one structured event is what operators and log shippers get.
+        event(_log, "file.attempt_failed", logging.ERROR, exc_info=_log.isEnabledFor(logging.DEBUG), **fields)
+        if failures < limit:
+            return None
+        try:
+            return self._give_up(file, tenant, code, err, failures)
+        except Exception as final:  # even quarantine failed (disk full): keep the file, try later
+            event(
+                _log,
+                "file.quarantine_failed",
+                logging.ERROR,
+                key=file.key,
+                error_type=type(final).__name__,
+            )
+            return None
+
+    def _give_up(
+        self, file: IncomingFile, tenant: str, code: str, err: Exception, attempts: int
+    ) -> FileResult:
+        """Quarantine a file that failed ``max_attempts`` times, with the last error in its report."""
+        day = datetime.now(UTC).strftime("%Y/%m/%d")
+        destination = self._free_key(f"{QUARANTINE}/{tenant}/{day}/{fit_name(file.name)}")
+        message = f"the file failed {attempts} attempts; the last one with {type(err).__name__}" + (
+            f" ({errno.errorcode.get(err.errno, err.errno)})"
+            if isinstance(err, OSError) and err.errno
+            else ""
+        )
+        error = Issue(code, message)
+        counts = Counts()
+        report = build_report(
+            file_name=file.name,
+            original_key=file.key,
+            tenant=tenant,
+            sha256=None,
+            processor=None,
+            outcome=Outcome.QUARANTINED.value,
+            counts=counts,
+            error=error,
+            rejects=RejectLog(1),
+            destination=destination,
+            rejects_key=None,
+            generated_at=utc_now_iso(),
+            details={"attempts": attempts},
+        )
+        report_key = self.source.put_bytes(f"{destination}.error.json", report)
+        moved_to = self.source.move(file, destination)
+        self._failures.pop(file.key, None)
+        self.store.ledger.save_file(
+            {
+                "_id": uuid.uuid5(uuid.NAMESPACE_URL, f"{file.key}|{file.size}|{file.mtime}|failed").hex,
+                "tenant": tenant,
+                "key": file.key,
+                "name": file.name,
+                "size": file.size,
+                "sha256": None,
+                "state": Outcome.QUARANTINED.value,
+                "received_at": utc_now_iso(),
+                "finished_at": utc_now_iso(),
+                "destination": moved_to,
+                "report": report_key,
+                "counts": counts.as_dict(),
+                "error": {"code": code, "message": message},
+                "attempt": attempts,
+                "worker": self.worker_id,
+            }
+        )
+        event(
+            _log,
+            "file.finished",
+            logging.WARNING,
+            key=file.key,
+            tenant=tenant,
+            outcome=Outcome.QUARANTINED.value,
+            reason=code,
+            destination=moved_to,
+        )
+        return FileResult(
+            file.name,
+            tenant,
+            file.key,
+            Outcome.QUARANTINED,
+            counts,
+            report_key,
+            moved_to,
+            code,
+            None,
+            None,
+            0.0,
+        )
 
     # -- a claimed file ----------------------------------------------------------------------------
 
@@ -295,14 +431,14 @@ class Pipeline:
     ) -> FileResult | None:
         area_tenant = tenant.name if tenant else UNKNOWN_TENANT
         day = datetime.now(UTC).strftime("%Y/%m/%d")
-        destination = self._free_key(f"{outcome.area}/{area_tenant}/{day}/{file.name}")
+        destination = self._free_key(f"{outcome.area}/{area_tenant}/{day}/{fit_name(file.name)}")
         report_key = rejects_key = None
         details = _processor_details(processor)
         if outcome in (Outcome.QUARANTINED, Outcome.PARTIAL):
             base = (
                 destination
                 if outcome is Outcome.QUARANTINED
-                else self._free_key(f"{QUARANTINE}/{area_tenant}/{day}/{file.name}")
+                else self._free_key(f"{QUARANTINE}/{area_tenant}/{day}/{fit_name(file.name)}")
             )
             if outcome is Outcome.PARTIAL and processor is not None:
                 rejects_key = self._write_rejects(
@@ -406,6 +542,10 @@ class Pipeline:
         self, file: IncomingFile, tenant: str, sha: str, done: dict[str, Any], started: float
     ) -> FileResult | None:
         if done.get("path") == file.key and not done.get("moved") and done.get("destination"):
+            if float(done.get("lease_until") or 0.0) > time.time():
+                # The owner committed the outcome moments ago and is moving the file now: leave it.
+                event(_log, "file.busy", logging.DEBUG, key=file.key)
+                return None
             # A worker finished this file but died before moving it: finish the move only.
             moved_to = self.source.move(file, done["destination"])
             self.store.ledger.mark_moved(done["_id"])
@@ -429,7 +569,7 @@ class Pipeline:
                 round(time.monotonic() - started, 3),
             )
         day = datetime.now(UTC).strftime("%Y/%m/%d")
-        destination = self._free_key(f"{ARCHIVED}/{tenant}/{day}/{file.name}")
+        destination = self._free_key(f"{ARCHIVED}/{tenant}/{day}/{fit_name(file.name)}")
         moved_to = self.source.move(file, destination)
         seconds = round(time.monotonic() - started, 3)
         record_id = uuid.uuid5(uuid.NAMESPACE_URL, f"{file.key}|{sha}|{file.mtime}").hex

@@ -13,8 +13,13 @@ of any string that occurs in the resource, because validator messages may quote 
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import multiprocessing
+import os
+import signal
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -27,6 +32,8 @@ from dropzone.errors import TransientError
 from processors.base import Issue
 
 _REDACTED = "[value]"
+_PR_SET_PDEATHSIG = 1
+_PARENT_CHECK_SECONDS = 1.0
 
 
 @functools.lru_cache(maxsize=256)
@@ -52,7 +59,8 @@ def validate_resource(resource: dict[str, Any]) -> list[Issue]:
         model.model_validate(resource)
     except ValidationError as err:
         return _issues_from(err, rtype, resource)
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        # fhir.resources raises KeyError for a contained resource of an unknown type.
         return [Issue("invalid_resource", _scrub(f"{err.__class__.__name__}", resource), rtype)]
     return []
 
@@ -102,8 +110,41 @@ def validate_blob(blob: bytes) -> list[tuple[int, list[tuple[str, str, str | Non
     return failures
 
 
-def _warm_up() -> None:
-    """Import the models once per worker so the first batch is not slow."""
+def _die_with(parent_pid: int) -> None:
+    """Make this pool worker end when the service process ends, however it ends (SIGKILL too).
+
+    The worker's own parent is the forkserver, so the kernel's parent-death signal alone is not
+    enough: a daemon thread also watches the service's pid and exits when it is gone."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: the thread below still does it
+
+    def watch() -> None:
+        while True:
+            time.sleep(_PARENT_CHECK_SECONDS)
+            if os.getppid() == 1 or not _alive(parent_pid):
+                os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _warm_up(parent_pid: int | None = None) -> None:
+    """Tie the worker's life to the service, then import the models once so the first batch is
+    not slow."""
+    if parent_pid is not None:
+        _die_with(parent_pid)
     for rtype in ("Patient", "Observation", "Encounter", "Condition", "ExplanationOfBenefit", "Coverage"):
         _model(rtype)
 
@@ -124,7 +165,9 @@ class Validator:
             # forkserver: the service has threads (watcher, lease heartbeat), and forking a
             # threaded process can copy a held lock into the child.
             context = multiprocessing.get_context("forkserver")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_warm_up)
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=_warm_up, initargs=(os.getpid(),)
+            )
         return self._pool
 
     def submit(

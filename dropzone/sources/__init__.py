@@ -29,7 +29,7 @@ def open_source(zone: str, settings: Settings) -> Source:
     if scheme in ("", "file"):
         from dropzone.sources.folder import FolderSource
 
-        return FolderSource(zone.removeprefix("file://"))
+        return FolderSource(zone.removeprefix("file://"), polling=settings.folder_polling)
     target = SCHEMES.get(scheme)
     if target is None:
         raise UsageError(f"unsupported zone scheme '{scheme}://' (use a folder, s3:// or sftp://)")

@@ -44,16 +44,48 @@ def split_incoming_key(key: str) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
-def with_suffix_number(key: str, n: int) -> str:
-    """``a/b/file.ndjson.gz`` + 2 -> ``a/b/file.2.ndjson.gz`` (the clash-free name to try next)."""
-    folder, name = posixpath.split(key)
+# Room kept below NAME_MAX (255 bytes) for what the pipeline appends to a name: a clash number
+# and ``.rejects.ndjson``/``.error.json``.
+_NAME_BUDGET = 255 - 40
+_FORMAT_EXTENSIONS = frozenset(
+    {"ndjson", "jsonl", "json", "csv", "txt", "gz", "gzip", "zip", "xml", "tsv", "error", "rejects"}
+)
+
+
+def fit_name(name: str, budget: int = _NAME_BUDGET) -> str:
+    """``name`` shortened (the part before the extension) so that the names derived from it fit
+    the filesystem's limit; unchanged when it already fits."""
+    if len(name.encode()) <= budget:
+        return name
     stem, dot, ext = name.partition(".")
-    candidate = f"{stem}.{n}{dot}{ext}" if dot else f"{name}.{n}"
+    ext_bytes = (dot + ext).encode()
+    if len(ext_bytes) > budget // 2:
+        ext_bytes = b""
+    room = budget - len(ext_bytes)
+    short = stem.encode()[:room].decode(errors="ignore") or "file"
+    return short + ext_bytes.decode(errors="ignore")
+
+
+def with_suffix_number(key: str, n: int) -> str:
+    """``a/b/Patient.000.ndjson.gz`` + 2 -> ``a/b/Patient.000.2.ndjson.gz``: the number goes before
+    the format extensions (``.ndjson``, ``.json``, ``.csv``, ``.gz``...), after the rest of the name."""
+    folder, name = posixpath.split(key)
+    parts = name.split(".")
+    cut = len(parts)
+    while cut > 1 and parts[cut - 1].lower() in _FORMAT_EXTENSIONS:
+        cut -= 1
+    if cut == len(parts) and len(parts) > 1:
+        cut -= 1  # an unknown extension is still an extension
+    candidate = ".".join([*parts[:cut], str(n), *parts[cut:]])
     return posixpath.join(folder, candidate) if folder else candidate
 
 
 class Source(ABC):
     """One drop zone. Implementations must be safe to call from several threads."""
+
+    def open_for_writing(self, files: list[IncomingFile]) -> set[str]:
+        """Keys of ``files`` that are known to be still open for writing (default: none known)."""
+        return set()
 
     #: True where an object only becomes visible once complete (S3): no quiet period needed.
     uploads_are_atomic: bool = False
