@@ -3,7 +3,8 @@
 Completion: inotify reports close-after-write (``closed``), which is the exact moment a writer
 finished; files moved in from elsewhere only report ``created``/``moved`` and then become ready
 after the quiet period. On filesystems without inotify, set ``DROPZONE_FOLDER_POLLING=1``: the
-polling observer has no ``closed`` events, so only the quiet period applies.
+polling observer has no ``closed`` events, so only the quiet period (and the open-for-writing
+check) applies. ``DROPZONE_FOLDER_POLLING`` is the ``folder_polling`` setting.
 """
 
 from __future__ import annotations
