@@ -159,6 +159,10 @@ def test_crash_after_the_outcome_between_copy_and_delete_loads_nothing_twice(
     assert "partners/incoming/acme/patients.ndjson" in names  # copied, not yet deleted
     assert len([k for k in names if k.startswith("partners/archived/")]) == 1
 
+    # While the dead owner's lease runs, nobody else finishes its move (it may still be moving).
+    assert drain(pipeline) == []
+    for claim in store.ledger._claims.values():
+        claim["lease_until"] = 0.0  # ... and now its lease has run out
     (result,) = drain(pipeline)  # the next worker (here: the same one restarted)
 
     assert result.outcome is Outcome.ARCHIVED
