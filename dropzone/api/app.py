@@ -14,6 +14,7 @@ from dropzone.api.context import ApiContext, get_context
 from dropzone.api.credentials import CredentialRegistry
 from dropzone.api.errors import install_error_handlers
 from dropzone.api.guard import Guard
+from dropzone.api.ratelimit import TokenLimits
 from dropzone.api.schemas import Health
 from dropzone.api.smart import AssertionVerifier
 from dropzone.api.tokens import TokenIssuer, load_signing_key
@@ -42,6 +43,7 @@ def create_app(
     workers: bool = False,
     env: Mapping[str, str] | None = None,
     issuer: TokenIssuer | None = None,
+    token_limits: TokenLimits | None = None,
 ) -> FastAPI:
     """The API over ``source`` and ``store``. Processing is not done here: files land in the
     zone's incoming/ and the watcher's workers (``dropzone api`` runs them in the same process
@@ -66,6 +68,7 @@ def create_app(
         issuer=issuer,
         assertions=AssertionVerifier(credentials),
         workers=workers,
+        token_limits=token_limits or TokenLimits(),
     )
     install_error_handlers(app)
     app.add_middleware(Guard, resource_limit=settings.api.max_resource_bytes)

@@ -20,6 +20,7 @@ from fastapi.security import OAuth2
 from dropzone.api.context import get_context
 from dropzone.api.credentials import ClientCredential
 from dropzone.api.errors import ApiError
+from dropzone.api.ratelimit import UNKNOWN_CLIENT, Decision
 from dropzone.api.schemas import OAuthError, TokenResponse
 from dropzone.api.smart import ASSERTION_TYPE, AssertionRefused
 from dropzone.api.tokens import SCOPE, InvalidToken
@@ -81,6 +82,14 @@ def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
     return JSONResponse({"error": error, "error_description": description}, status, headers=headers)
 
 
+def _throttled(decision: Decision, scope: str, **fields: str | None) -> JSONResponse:
+    if decision.first_refusal:  # once per window per key
+        event(_log, "api.token_throttled", logging.WARNING, limit=scope, **fields)
+    response = _oauth_error(429, "too_many_requests", "too many authentication attempts; retry later")
+    response.headers["Retry-After"] = decision.retry_after_header
+    return response
+
+
 def _basic_credentials(request: Request) -> tuple[str, str] | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
@@ -108,7 +117,7 @@ def _audiences(request: Request, settings: Settings) -> list[str]:
 @router.post(
     TOKEN_PATH,
     response_model=TokenResponse,
-    responses={400: {"model": OAuthError}, 401: {"model": OAuthError}},
+    responses={400: {"model": OAuthError}, 401: {"model": OAuthError}, 429: {"model": OAuthError}},
     summary="Get an access token (OAuth2 client credentials)",
 )
 def authenticate(
@@ -124,6 +133,10 @@ def authenticate(
     (or HTTP Basic), or a SMART Backend Services `client_assertion` (JWT signed with the
     tenant's key). Answers a bearer token valid for `expires_in` seconds for one tenant."""
     ctx = get_context(request)
+    address = request.client.host if request.client else "unknown"
+    by_address = ctx.token_limits.by_address.acquire(address)
+    if not by_address.allowed:
+        return _throttled(by_address, "address", address=address)
     if grant_type != "client_credentials":
         if grant_type is None:
             return _oauth_error(400, "invalid_request", "grant_type is required")
@@ -155,10 +168,21 @@ def authenticate(
         given_id, secret = basic if basic is not None else (client_id, client_secret)
         if not given_id or not secret:
             return _oauth_error(400, "invalid_request", "client_id and client_secret are required")
+        # The client id is logged only when it is one of ours (a typo could hold a secret);
+        # unknown ids share one limiter key, so they cannot grow its memory.
+        known = ctx.credentials.lookup(given_id)
+        client_key = known.client_id if known else UNKNOWN_CLIENT
+        # Counted before the scrypt check (so concurrent guesses count too), refunded on success.
+        by_client = ctx.token_limits.by_client.acquire(client_key)
+        if not by_client.allowed:
+            return _throttled(
+                by_client,
+                "client_id",
+                client_id=known.client_id if known else None,
+                tenant=known.tenant if known else None,
+            )
         cred = ctx.credentials.authenticate(given_id, secret)
         if cred is None:
-            # The client id is logged only when it is one of ours (a typo could hold a secret).
-            known = ctx.credentials.lookup(given_id)
             event(
                 _log,
                 "api.token_refused",
@@ -167,6 +191,7 @@ def authenticate(
                 tenant=known.tenant if known else None,
             )
             return _oauth_error(401, "invalid_client", "unknown client or wrong secret")
+        ctx.token_limits.by_client.refund(client_key)
     token, expires_in = ctx.issuer.issue(cred)
     event(_log, "api.token_issued", tenant=cred.tenant, expires_in=expires_in)
     body = TokenResponse(access_token=token, expires_in=expires_in, scope=SCOPE)

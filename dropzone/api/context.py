@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
 from dropzone.api.credentials import CredentialRegistry
+from dropzone.api.ratelimit import TokenLimits
 from dropzone.api.smart import AssertionVerifier
 from dropzone.api.tokens import TokenIssuer
 from dropzone.config import Settings
@@ -23,6 +24,7 @@ class ApiContext:
     issuer: TokenIssuer
     assertions: AssertionVerifier
     workers: bool = False
+    token_limits: TokenLimits = field(default_factory=TokenLimits)
 
 
 def get_context(request: Request) -> ApiContext:
