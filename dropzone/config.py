@@ -27,9 +27,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+StoreKind = Literal["auto", "sqlite", "memory", "mongodb"]
+
+
 class StoreSettings(_Strict):
+    kind: StoreKind = Field(
+        default="auto",
+        description="auto: MongoDB when mongodb_uri is set, else the embedded SQLite database; "
+        "memory: nothing persists (tests, demos)",
+    )
+    path: str | None = Field(
+        default=None,
+        description="SQLite database file (default <zone>/.dropzone/dropzone.sqlite for a folder zone, "
+        "else ./dropzone-data/dropzone.sqlite)",
+    )
     mongodb_uri: SecretStr | None = Field(
-        default=None, description="MongoDB connection string; unset = embedded in-memory store"
+        default=None, description="MongoDB connection string; unset = embedded SQLite store"
     )
     database: str = Field(default="dropzone", min_length=1)
     batch_size: int = Field(default=1000, ge=1, le=100_000)
@@ -108,6 +121,19 @@ class ApiSettings(_Strict):
     signing_key_file: Path | None = Field(default=None, description="file holding the signing key")
     max_upload_bytes: int = Field(default=5 * 2**30, ge=1)
     max_resource_bytes: int = Field(default=16 * 2**20, ge=1024)
+    body_read_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="no request-body chunk for this long: 408 and the connection closed"
+    )
+    body_min_bytes_per_second: float = Field(
+        default=1024.0, ge=0, description="after body_read_timeout_seconds, slower bodies get 408 (0: off)"
+    )
+    token_failures_per_client: int = Field(
+        default=10, ge=1, description="failed token requests per client id per window, then 429"
+    )
+    token_attempts_per_address: int = Field(
+        default=30, ge=1, description="token requests per source address per window, then 429"
+    )
+    token_window_seconds: float = Field(default=60.0, gt=0, description="the token rate-limit window")
 
 
 class SftpOptions(_Strict):
@@ -215,7 +241,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             continue
         path = name.removeprefix("DROPZONE_").lower().split("__")
         value: Any = yaml.safe_load(raw) if raw.strip() else None
-        if path[-1] in ("mongodb_uri", "signing_key") or path[0] == "zone":
+        if path[-1] in ("mongodb_uri", "signing_key", "path") or path[0] == "zone":
             value = raw  # strings that YAML might reinterpret
         target = overrides
         for part in path[:-1]:

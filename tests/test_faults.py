@@ -246,10 +246,10 @@ def test_a_watcher_survives_an_unexpected_error_and_keeps_processing(
     drop(zone, "acme", BULK / "Practitioner.000.ndjson")
     real_sniff = runner.sniff
 
-    def broken(path: Path, limits: object):  # a bug in one processor step, outside its try
+    def broken(path: Path, limits: object, **kwargs: object):  # a bug in one processor step, outside its try
         if path.name.startswith("Patient"):
             raise RuntimeError("boom")
-        return real_sniff(path, limits)
+        return real_sniff(path, limits, **kwargs)
 
     monkeypatch.setattr(runner, "sniff", broken)
     settings = make_settings(zone)

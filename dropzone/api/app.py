@@ -44,10 +44,14 @@ def create_app(
     env: Mapping[str, str] | None = None,
     issuer: TokenIssuer | None = None,
     token_limits: TokenLimits | None = None,
+    body_read_timeout: float | None = None,
+    body_min_rate: float | None = None,
 ) -> FastAPI:
     """The API over ``source`` and ``store``. Processing is not done here: files land in the
     zone's incoming/ and the watcher's workers (``dropzone api`` runs them in the same process
-    unless ``--no-workers``; ``workers`` only feeds the health answer) take them from there."""
+    unless ``--no-workers``; ``workers`` only feeds the health answer) take them from there.
+    ``body_read_timeout``/``body_min_rate`` override ``api.body_read_timeout_seconds`` and
+    ``api.body_min_bytes_per_second`` (tests); ``token_limits`` the ``api.token_*`` settings."""
     credentials = CredentialRegistry(settings, env)
     if issuer is None:
         key, _ephemeral = load_signing_key(settings.api, settings.config_dir)
@@ -68,10 +72,20 @@ def create_app(
         issuer=issuer,
         assertions=AssertionVerifier(credentials),
         workers=workers,
-        token_limits=token_limits or TokenLimits(),
+        token_limits=token_limits
+        or TokenLimits(
+            client_failures=settings.api.token_failures_per_client,
+            address_attempts=settings.api.token_attempts_per_address,
+            window=settings.api.token_window_seconds,
+        ),
     )
     install_error_handlers(app)
-    app.add_middleware(Guard, resource_limit=settings.api.max_resource_bytes)
+    app.add_middleware(
+        Guard,
+        resource_limit=settings.api.max_resource_bytes,
+        body_read_timeout=body_read_timeout or settings.api.body_read_timeout_seconds,
+        body_min_rate=settings.api.body_min_bytes_per_second if body_min_rate is None else body_min_rate,
+    )
     app.include_router(auth.router)
     app.include_router(batch.router)
     app.include_router(fhir.router)

@@ -27,6 +27,7 @@ _FHIR_CODES = {
     403: "forbidden",
     404: "not-found",
     405: "not-supported",
+    408: "timeout",
     409: "conflict",
     413: "too-costly",
     415: "not-supported",

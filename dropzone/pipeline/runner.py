@@ -328,7 +328,7 @@ class Pipeline:
             )
         else:
             try:
-                sniffed = sniff(path, self.settings.pipeline)
+                sniffed = sniff(path, self.settings.pipeline, name=file.name)
                 processor_cls = choose(sniffed, tenant)
                 if processor_cls is None:
                     raise FileRejected("no_processor", f"no processor accepts this {sniffed.kind} file")

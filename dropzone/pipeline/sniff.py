@@ -5,10 +5,14 @@ quarantined up front), encoding (UTF-8 with or without BOM; UTF-16/32 and binary
 then the shape: NDJSON (one JSON object per line), a JSON document (one resource or a Bundle;
 the whole document is syntax-checked in a streaming pass so a truncated Bundle never loads
 half), or delimited text (CSV, for the claims processors).
+
+The name counts only where content is ambiguous: a ``.ndjson`` file whose first line is broken
+is still NDJSON when a later line is a FHIR resource, so one bad line rejects one record.
 """
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +21,7 @@ import orjson
 
 from dropzone.config import PipelineSettings
 from dropzone.errors import FileRejected
-from dropzone.pipeline.streams import check_gzip, is_gzip, open_payload
+from dropzone.pipeline.streams import check_gzip, is_gzip, iter_lines, open_payload
 from processors.base import Sniffed
 
 HEAD_BYTES = 64 * 1024
@@ -27,7 +31,18 @@ _WHITESPACE = b" \t\r\n"
 MAX_DEPTH = 128
 
 
-def sniff(path: Path, limits: PipelineSettings) -> Sniffed:
+# Codes that already describe the gzip stream itself: no need to decompress again for them.
+_STREAM_CODES = frozenset({"too_large", "corrupt_gzip"})
+# Document-parse failures a broken first NDJSON line causes (the rest of the file is never read).
+_FIRST_LINE_CODES = frozenset({"invalid_json", "too_deep"})
+_NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz")
+# How many lines after a broken first one may be read to find a resource (each bounded in size).
+PROBE_LINES = 100
+
+
+def sniff(path: Path, limits: PipelineSettings, *, name: str | None = None) -> Sniffed:
+    """``name`` is the file's name as dropped (default: the local path's, which for remote zones
+    may be a temporary name)."""
     size = path.stat().st_size
     if size == 0:
         raise FileRejected("empty_file", "the file is empty")
@@ -39,21 +54,37 @@ def sniff(path: Path, limits: PipelineSettings) -> Sniffed:
             raise FileRejected("unsupported_encoding", "UTF-16/UTF-32 text is not accepted; send UTF-8")
     with open_payload(path, gzipped, limits.max_decompressed_bytes) as stream:
         head = stream.read(HEAD_BYTES)
+    try:
+        return _sniff_content(path, gzipped, head, limits, _named_ndjson(name or path.name))
+    except FileRejected as err:
+        if gzipped and err.code not in _STREAM_CODES:
+            # The head alone decided (NULs, blank, prose): a bomb must still say too_large, and a
+            # truncated archive corrupt_gzip, whatever its first 64 KiB look like.
+            check_gzip(path, limits.max_decompressed_bytes)
+        raise
+
+
+def _sniff_content(
+    path: Path, gzipped: bool, head: bytes, limits: PipelineSettings, ndjson_name: bool
+) -> Sniffed:
     if head.startswith(_UTF16_32_BOMS):
         raise FileRejected("unsupported_encoding", "UTF-16/UTF-32 text is not accepted; send UTF-8")
     if not head.strip(_WHITESPACE):
-        if gzipped:  # blank so far: a gzip bomb of whitespace must say too_large, not empty
-            check_gzip(path, limits.max_decompressed_bytes)
         raise FileRejected("empty_file", "the file has no content")
     if b"\x00" in head:
         raise FileRejected(
             "unsupported_encoding", "the file contains NUL bytes: binary data or UTF-16/32 text"
         )
     first = head.lstrip(_WHITESPACE)[:1]
+    if first not in (b"{", b"[") and ndjson_name:
+        # A first line cut at its start (or garbage) is one bad record of an NDJSON file.
+        found = _ndjson_past_first_line(path, gzipped, head, limits)
+        if found is not None:
+            return found
     # NDJSON: one badly encoded line is that record's problem, so only the first line decides here.
     _require_utf8(head.split(b"\n", 1)[0] if first == b"{" else head)
     if first == b"{":
-        return _sniff_json(path, gzipped, head, limits)
+        return _sniff_json(path, gzipped, head, limits, ndjson_name)
     if first == b"[":
         raise FileRejected("not_fhir", "a JSON array is not a FHIR resource, Bundle or NDJSON")
     if _looks_delimited(head):
@@ -85,7 +116,36 @@ def _looks_delimited(head: bytes) -> bool:
     return any(first_line.count(sep) >= 1 for sep in (b",", b"\t", b"|", b";"))
 
 
-def _sniff_json(path: Path, gzipped: bool, head: bytes, limits: PipelineSettings) -> Sniffed:
+def _named_ndjson(name: str) -> bool:
+    return name.lower().endswith(_NDJSON_SUFFIXES)
+
+
+def _ndjson_past_first_line(
+    path: Path, gzipped: bool, head: bytes, limits: PipelineSettings
+) -> Sniffed | None:
+    """NDJSON when one of the next ``PROBE_LINES`` lines is a FHIR resource: enough evidence,
+    with the name, that the first line is a bad record rather than the file being something else."""
+    with open_payload(path, gzipped, limits.max_decompressed_bytes) as stream:
+        lines = iter_lines(stream, limits.max_record_bytes)
+        next(lines, None)
+        for _lineno, line in islice(lines, PROBE_LINES):
+            if isinstance(line, bytes) and isinstance(_json_object(line).get("resourceType"), str):
+                return _checked(Sniffed("ndjson", gzipped, head, {"first_resource_type": None}), path, limits)
+    return None
+
+
+def _json_object(line: bytes) -> dict[str, Any]:
+    """The line parsed when it is a JSON object, else an empty dict."""
+    try:
+        parsed = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _sniff_json(
+    path: Path, gzipped: bool, head: bytes, limits: PipelineSettings, ndjson_name: bool
+) -> Sniffed:
     """NDJSON when the first line is a whole JSON object and more content follows it."""
     with open_payload(path, gzipped, limits.max_decompressed_bytes) as stream:
         first_line = stream.readline(limits.max_record_bytes + 1)
@@ -99,7 +159,15 @@ def _sniff_json(path: Path, gzipped: bool, head: bytes, limits: PipelineSettings
             sniffed = Sniffed("ndjson", gzipped, head, {"first_resource_type": parsed.get("resourceType")})
             return _checked(sniffed, path, limits)
     # A JSON document is read to the end by _sniff_document, which also checks a gzip stream.
-    return _sniff_document(path, gzipped, head, limits)
+    try:
+        return _sniff_document(path, gzipped, head, limits)
+    except FileRejected as err:
+        # Valid documents keep their routing; only a broken one named .ndjson gets a second look.
+        if err.code in _FIRST_LINE_CODES and ndjson_name:
+            found = _ndjson_past_first_line(path, gzipped, head, limits)
+            if found is not None:
+                return found
+        raise
 
 
 def _sniff_document(path: Path, gzipped: bool, head: bytes, limits: PipelineSettings) -> Sniffed:
