@@ -12,7 +12,7 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import click
 import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -29,8 +30,9 @@ from dropzone.cli_s3 import cli_s3_overrides, s3_connection_options
 from dropzone.cli_sftp import cli_sftp_overrides, sftp_config, sftp_connection_options
 from dropzone.config import TENANT_NAME, Settings, load_settings
 from dropzone.errors import DropzoneError, SourceFileGone, UsageError
+from dropzone.export import export_ndjson, normalise_since
 from dropzone.models import FileResult, IncomingFile, Outcome
-from dropzone.service import Service, open_service
+from dropzone.service import Service, open_service, open_store_and_source
 from dropzone.sources.base import INCOMING, QUARANTINE
 from dropzone.watcher import Watcher
 from processors.csv_claims.cli import check_mappings
@@ -72,8 +74,8 @@ def main(ctx: click.Context, config_dir: str | None, log_format: str | None, log
     """dropzone: load health-system data dropped into a drop zone (folder, s3://, sftp://) into MongoDB.
 
     Files under incoming/<tenant>/ are sniffed, validated (FHIR R4), loaded idempotently and moved
-    to archived/ or quarantine/ (with <file>.error.json). Without MONGODB_URI the embedded
-    in-memory store is used and nothing persists after the command exits.
+    to archived/ or quarantine/ (with <file>.error.json). Without MONGODB_URI the data goes
+    to the embedded SQLite database in the zone (<zone>/.dropzone/dropzone.sqlite).
     """
     ctx.obj = Context(config_dir, log_format, log_level)
 
@@ -156,18 +158,21 @@ def ingest(obj: Context, files: tuple[Path, ...], tenant: str, zone: str | None,
 @json_option
 @click.pass_obj
 def status(obj: Context, zone: str | None, tenant: str | None, limit: int, as_json: bool) -> None:
-    """Ledger summary: files per tenant and outcome, the most recent files, stored resources."""
+    """What the store holds: files per tenant and outcome, resources per tenant and type, and the
+    most recent files with their report."""
     settings = obj.settings(zone=zone)
-    with _handle_errors(), open_service(settings) as service:
-        summary = service.store.ledger.summary()
-        recent = service.store.ledger.files(tenant=tenant, limit=limit)
-        counts = service.store.resources.counts([tenant] if tenant else None)
-        incoming = len(service.source.list_incoming())
+    with _handle_errors(), open_store_and_source(settings) as (store, source):
+        summary = store.ledger.summary()
+        if tenant:
+            summary = {t: states for t, states in summary.items() if t == tenant}
+        recent = store.ledger.files(tenant=tenant, limit=limit)
+        counts = store.resources.tenant_counts([tenant] if tenant else None)
+        incoming = len(source.list_incoming())
         if as_json:
             _print_json(
                 {
-                    "store": service.store.description,
-                    "persistent": service.store.persistent,
+                    "store": store.description,
+                    "persistent": store.persistent,
                     "incoming": incoming,
                     "files": summary,
                     "resources": counts,
@@ -175,19 +180,75 @@ def status(obj: Context, zone: str | None, tenant: str | None, limit: int, as_js
                 }
             )
             return
-        if not service.store.persistent:
+        stdout.print(f"Store: {store.description}", soft_wrap=True)
+        if not store.persistent:
             stdout.print(
-                "[yellow]Embedded in-memory store: the ledger starts empty in every process. "
-                "Set MONGODB_URI for a persistent ledger.[/]"
+                "[yellow]In-memory store: the ledger starts empty in every process (store.kind: memory).[/]",
+                soft_wrap=True,
             )
         stdout.print(f"Files waiting in incoming/: {incoming}")
         table = Table("tenant", "outcome", "files", title="Files by outcome")
         for name, states in summary.items():
             for state, n in sorted(states.items()):
-                table.add_row(name, state, str(n))
+                table.add_row(escape(name), state, f"{n:,}")
         stdout.print(table)
         _print_recent(recent)
-        _print_resources(counts)
+        _print_tenant_resources(counts)
+
+
+@main.command("export")
+@click.option("--tenant", required=True, help="Tenant whose resources to export.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the <Type>.ndjson files (created if missing).",
+)
+@click.option("--type", "types", multiple=True, metavar="TYPE", help="Only this resourceType (repeatable).")
+@click.option(
+    "--since", metavar="ISO-TIME", help="Only resources stored at or after this time (UTC without a zone)."
+)
+@zone_option
+@json_option
+@click.pass_obj
+def export_command(
+    obj: Context,
+    tenant: str,
+    out_dir: Path,
+    types: tuple[str, ...],
+    since: str | None,
+    zone: str | None,
+    as_json: bool,
+) -> None:
+    """Write a tenant's stored resources as FHIR Bulk Data NDJSON, one <Type>.ndjson per type,
+    exactly as stored (the sender's JSON with meta.versionId/lastUpdated), streaming."""
+    settings = obj.settings(zone=zone)
+    with _handle_errors():
+        since_stamp = normalise_since(since) if since else None
+        with open_store_and_source(settings) as (store, _source):
+            expected = sum(store.resources.tenant_counts([tenant]).get(tenant, {}).values())
+            with _count_progress(as_json, "exporting", expected or None) as advance:
+                written = export_ndjson(store.resources, tenant, out_dir, types or None, since_stamp, advance)
+    if as_json:
+        _print_json(
+            {
+                "tenant": tenant,
+                "out": str(out_dir),
+                "since": since_stamp,
+                "files": [{"type": w.resource_type, "path": str(w.path), "count": w.count} for w in written],
+            }
+        )
+        return
+    if not written:
+        stdout.print(
+            f"Nothing to export for tenant {escape(tenant)} (store: {store.description}).", soft_wrap=True
+        )
+        return
+    table = Table("resourceType", "resources", "file", title=f"Exported for {escape(tenant)}")
+    for w in written:
+        table.add_row(w.resource_type, f"{w.count:,}", escape(str(w.path)), overflow="fold")
+    stdout.print(table)
 
 
 @main.command()
@@ -307,6 +368,22 @@ def _progress(as_json: bool, total: int | None = None) -> Iterator[_FileProgress
         yield _FileProgress(progress, total)
 
 
+@contextlib.contextmanager
+def _count_progress(as_json: bool, label: str, total: int | None) -> Iterator[Callable[[str], None] | None]:
+    """A bar counting items (resources), labelled with the current item's kind."""
+    if as_json or not stderr.is_terminal:
+        yield None
+        return
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=stderr, transient=True) as progress:
+        task = progress.add_task(label, total=total)
+
+        def advance(kind: str) -> None:
+            progress.update(task, advance=1, description=f"{label} {kind}")
+
+        yield advance
+
+
 def _finish(service: Service, results: list[FileResult], as_json: bool) -> None:
     tenants = sorted({r.tenant for r in results})
     counts = service.store.resources.counts(tenants) if tenants else {}
@@ -345,11 +422,21 @@ def _finish(service: Service, results: list[FileResult], as_json: bool) -> None:
         _print_resources(counts)
         if not service.store.persistent:
             stdout.print(
-                "[yellow]Embedded in-memory store: nothing persists after this command. "
-                "Set MONGODB_URI to keep the data.[/]"
+                "[yellow]In-memory store (store.kind: memory): nothing persists after this command.[/]"
             )
     rejected = any(r.outcome in (Outcome.PARTIAL, Outcome.QUARANTINED) for r in results)
     sys.exit(EXIT_SOME_REJECTED if rejected else EXIT_OK)
+
+
+def _print_tenant_resources(counts: dict[str, dict[str, int]]) -> None:
+    if not counts:
+        stdout.print("No resources in the store.")
+        return
+    table = Table("tenant", "resourceType", "stored", title="Resources in the store")
+    for tenant, per_type in counts.items():
+        for rtype, n in per_type.items():
+            table.add_row(escape(tenant), rtype, f"{n:,}")
+    stdout.print(table)
 
 
 def _print_resources(counts: dict[str, int]) -> None:
@@ -377,17 +464,21 @@ def _file_row(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _print_recent(records: list[dict[str, Any]]) -> None:
-    table = Table("received", "tenant", "file", "state", "read", "loaded", "rejected", title="Recent files")
+    table = Table(title="Recent files")
+    for name in ("received", "tenant", "file", "state", "read", "loaded", "rejected", "report"):
+        # fold, never cut: names and report paths are what an operator copies from here.
+        table.add_column(name, overflow="fold")
     for r in records:
         c = r.get("counts") or {}
         table.add_row(
             str(r.get("received_at", "")),
-            r.get("tenant", ""),
-            r.get("name", ""),
-            r.get("state", ""),
+            escape(str(r.get("tenant", ""))),
+            escape(str(r.get("name", ""))),
+            str(r.get("state", "")),
             str(c.get("read", "")),
             str(c.get("loaded", "")),
             str(c.get("rejected", "")),
+            escape(str(r.get("report") or "")),
         )
     stdout.print(table)
 

@@ -20,7 +20,7 @@ class ConfigError(UsageError):
 
 
 class ZoneLockedError(UsageError):
-    """Another process owns this drop zone (embedded store: one process per zone)."""
+    """Another process owns this drop zone (in-memory store: one process per zone)."""
 
 
 class TransientError(DropzoneError):

@@ -68,16 +68,31 @@ def open_service(settings: Settings, store: Store | None = None) -> Iterator[Ser
                         "zone.unlocked",
                         logging.WARNING,
                         zone=source.url,
-                        note="embedded store on a remote zone: run only one process on it",
+                        note="in-memory store on a remote zone: run only one process on it",
                     )
                 event(
                     _log,
                     "store.embedded",
                     logging.WARNING,
-                    note="MONGODB_URI is not set: using the in-memory store, nothing persists after exit",
+                    note="store.kind is memory: nothing persists after this process exits",
                 )
             event(_log, "service.started", zone=source.url, store=store.description)
             pipeline = stack.enter_context(Pipeline(settings, store, source))
             yield Service(settings, store, source, pipeline)
+    finally:
+        store.close()
+
+
+@contextlib.contextmanager
+def open_store_and_source(settings: Settings) -> Iterator[tuple[Store, Source]]:
+    """Store and source without a pipeline (no validation pool): for read-only commands."""
+    store = open_store(settings)
+    try:
+        source = open_source(settings.zone, settings)
+        event(_log, "store.opened", zone=source.url, store=store.description)
+        try:
+            yield store, source
+        finally:
+            source.close()
     finally:
         store.close()

@@ -1,4 +1,4 @@
-"""One process per drop zone with the embedded store (its ledger lives in that process only)."""
+"""One process per drop zone with the in-memory store (its ledger lives in that process only)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ def exclusive_zone(root: Path) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
             raise ZoneLockedError(
-                f"drop zone {root} is in use by pid {holder} with the embedded in-memory store; "
-                "only one process can own a zone without MongoDB (set MONGODB_URI to run several workers)"
+                f"drop zone {root} is in use by pid {holder} with the in-memory store; "
+                "only one process can own a zone with store.kind memory (use the default SQLite store or "
+                "MongoDB to run several workers)"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)

@@ -17,6 +17,7 @@ from dropzone.pipeline.runner import Pipeline
 from dropzone.sources.folder import FolderSource
 from dropzone.store.base import Store
 from dropzone.store.memory import MemoryStore
+from dropzone.store.sqlite import SqliteStore
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -75,15 +76,17 @@ def real_mongo_store() -> Store:
     return store
 
 
-STORE_KINDS = ["memory", "mongomock", "mongodb"]
+STORE_KINDS = ["memory", "sqlite", "mongomock", "mongodb"]
 
 
 @pytest.fixture(params=STORE_KINDS)
-def any_store(request: pytest.FixtureRequest) -> Iterator[Store]:
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """Every store implementation; the real server only when MONGODB_URI is set."""
     kind = request.param
     if kind == "memory":
         store: Store = MemoryStore()
+    elif kind == "sqlite":
+        store = SqliteStore(tmp_path / "store" / "dropzone.sqlite")
     elif kind == "mongomock":
         store = mongomock_store()
     else:

@@ -54,11 +54,13 @@ def moto_endpoint() -> Iterator[str]:
 
 @pytest.fixture
 def server_env(
-    moto_endpoint: str, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    moto_endpoint: str, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> dict[str, str]:
-    """Environment for code (and child processes) talking to the moto server over HTTP."""
+    """Environment for code (and child processes) talking to the moto server over HTTP; the
+    embedded store of a bucket zone goes to the test's folder, not ./dropzone-data."""
     request = urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST")
     with urllib.request.urlopen(request, timeout=10):
         pass
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    return {**aws_env, "AWS_ENDPOINT_URL": moto_endpoint}
+    store = str(tmp_path / "dropzone-data" / "dropzone.sqlite")
+    return {**aws_env, "AWS_ENDPOINT_URL": moto_endpoint, "DROPZONE_STORE__PATH": store}

@@ -28,7 +28,7 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, 
     )
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["ingest"], ["status"], ["replay"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["ingest"], ["status"], ["export"], ["replay"], ["demo"]])
 def test_every_command_has_help(command: list[str], tmp_path: Path) -> None:
     result = cli(*command, "--help", cwd=tmp_path)
     assert result.returncode == 0
@@ -96,10 +96,7 @@ def test_usage_and_configuration_errors_exit_2(tmp_path: Path) -> None:
     assert cli("run", "--zone", "ftp://example.org/x", "--once", cwd=tmp_path).returncode == 2
 
 
-def test_second_process_on_an_embedded_zone_is_refused_and_sigterm_stops_cleanly(tmp_path: Path) -> None:
-    zone = tmp_path / "zone"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DROPZONE_", "MONGODB_"))}
-    env.update(DROPZONE_PIPELINE__VALIDATION_WORKERS="0", DROPZONE_PIPELINE__QUIET_SECONDS="0.2")
+def _watch(zone: Path, env: dict[str, str]) -> subprocess.Popen:
     watcher = subprocess.Popen(
         [DROPZONE, "--log-format", "json", "run", "--zone", str(zone)],
         stdout=subprocess.PIPE,
@@ -107,13 +104,27 @@ def test_second_process_on_an_embedded_zone_is_refused_and_sigterm_stops_cleanly
         env=env,
         text=True,
     )
+    assert watcher.stderr is not None
+    for line in watcher.stderr:
+        if '"watch.started"' in line:
+            break
+    return watcher
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DROPZONE_", "MONGODB_"))}
+    env.update(DROPZONE_PIPELINE__VALIDATION_WORKERS="0", DROPZONE_PIPELINE__QUIET_SECONDS="0.2", **extra)
+    return env
+
+
+def test_the_sqlite_default_is_shared_by_processes_and_outlives_them(tmp_path: Path) -> None:
+    zone = tmp_path / "zone"
+    env = _clean_env()
+    watcher = _watch(zone, env)
     try:
-        for line in watcher.stderr:
-            if '"watch.started"' in line:
-                break
-        second = cli("run", "--once", "--zone", str(zone), cwd=tmp_path)
-        assert second.returncode == 2
-        assert "in use" in second.stderr and "MONGODB_URI" in second.stderr
+        during = cli("status", "--zone", str(zone), "--json", env=env, cwd=tmp_path)
+        assert during.returncode == 0, during.stderr  # a second process is welcome on SQLite
+        assert json.loads(during.stdout)["store"].startswith("SQLite database")
 
         (zone / "incoming" / "acme").mkdir(parents=True)
         shutil.copy(BULK / "Patient.000.ndjson", zone / "incoming" / "acme" / "p.ndjson")
@@ -127,6 +138,26 @@ def test_second_process_on_an_embedded_zone_is_refused_and_sigterm_stops_cleanly
     assert watcher.returncode == 0, err[-2000:]
     events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
     assert "watch.stopped" in events and "file.finished" in events
+
+    after = cli("status", "--zone", str(zone), "--json", env=env, cwd=tmp_path)
+    status = json.loads(after.stdout)
+    assert status["files"] == {"acme": {"archived": 1}}
+    assert status["resources"] == {"acme": {"Patient": 13}}
+    assert status["recent"][0]["name"] == "p.ndjson" and status["recent"][0]["state"] == "archived"
+
+
+def test_second_process_on_a_memory_store_zone_is_refused(tmp_path: Path) -> None:
+    zone = tmp_path / "zone"
+    env = _clean_env(DROPZONE_STORE__KIND="memory")
+    watcher = _watch(zone, env)
+    try:
+        second = cli("run", "--once", "--zone", str(zone), env=env, cwd=tmp_path)
+        assert second.returncode == 2
+        assert "in use" in " ".join(second.stderr.split()) and "store.kind memory" in second.stderr
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        watcher.communicate(timeout=30)
+    assert watcher.returncode == 0
 
 
 def test_replay_moves_a_quarantined_file_back_and_it_loads_after_a_fix(tmp_path: Path) -> None:
@@ -164,13 +195,15 @@ def test_demo_runs_the_bundled_drops(tmp_path: Path) -> None:
     outcomes = sorted(f["outcome"] for f in summary["files"])
     assert outcomes.count("archived") >= 4 and "partial" in outcomes and "quarantined" in outcomes
     assert summary["resources"]["Patient"] >= 13
-    assert "nothing persists" in result.stderr
+    assert (tmp_path / "demo" / ".dropzone" / "dropzone.sqlite").is_file()  # `status --zone` shows it later
 
 
 def test_status_and_json_logs(tmp_path: Path) -> None:
     result = cli("--log-format", "json", "status", "--zone", str(tmp_path / "zone"), "--json", cwd=tmp_path)
     assert result.returncode == 0
     status = json.loads(result.stdout)
-    assert status["persistent"] is False and status["incoming"] == 0
+    assert status["persistent"] is True and status["incoming"] == 0
+    assert status["store"] == f"SQLite database {tmp_path / 'zone' / '.dropzone' / 'dropzone.sqlite'}"
+    assert (status["files"], status["resources"]) == ({}, {})
     logs = [json.loads(line) for line in result.stderr.splitlines()]
     assert {"ts", "level", "event"} <= set(logs[0])

@@ -2,12 +2,13 @@
 
 * In-process "abrupt death": a worker stops dead in the middle of a file (an exception no
   handler catches, like a kill: no cleanup, the lease is not released) on a store shared with
-  a second worker, which takes the file over when the lease expires. Runs on the memory store
-  and on MongoDB (mongomock), so the resume really meets half-written data.
-* A real SIGKILL of a `dropzone run` process, then a restart. With the embedded store a restart
-  starts from an empty store (nothing persists), so this shows the file is not lost, the zone
-  lock dies with the process and counts are exact; with MONGODB_URI set the same test runs
-  against the real server, where the restart meets the first run's writes.
+  a second worker, which takes the file over when the lease expires. Runs on the memory store,
+  SQLite and MongoDB (mongomock), so the resume really meets half-written data.
+* A real SIGKILL of a `dropzone run` process, then a restart. On the embedded SQLite default
+  (and on a real MongoDB when MONGODB_URI is set) the restart meets the first run's writes and
+  its unexpired lease; on the memory store it starts empty, so that case shows the file is not
+  lost and the zone lock dies with the process.
+* Real processes sharing one zone and one SQLite database: each file exactly once.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dropzone.pipeline.runner import Pipeline
 from dropzone.sources.folder import FolderSource
 from dropzone.store.base import Store
 from dropzone.store.memory import MemoryStore
+from dropzone.store.sqlite import SqliteStore
 
 ENCOUNTERS = BULK / "Encounter.000.ndjson"
 
@@ -52,7 +54,15 @@ def _kill_after_upserts(store: Store, n: int) -> None:
     store.resources.upsert = upsert
 
 
-@pytest.mark.parametrize("store_kind", ["memory", "mongomock"])
+def _store(kind: str, tmp_path: Path) -> Store:
+    if kind == "memory":
+        return MemoryStore()
+    if kind == "sqlite":
+        return SqliteStore(tmp_path / "db" / "dropzone.sqlite")
+    return mongomock_store()
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "sqlite", "mongomock"])
 def test_worker_dying_mid_file_is_resumed_with_exact_counts(
     zone: Path, tmp_path: Path, store_kind: str
 ) -> None:
@@ -60,7 +70,7 @@ def test_worker_dying_mid_file_is_resumed_with_exact_counts(
     source = tmp_path / "encounters.ndjson"
     source.write_bytes(b"\n".join(lines) + b"\n")
     drop(zone, "acme", source)
-    store = MemoryStore() if store_kind == "memory" else mongomock_store()
+    store = _store(store_kind, tmp_path)
     settings = make_settings(zone, batch_size=50, lease_seconds=0.5)
 
     _kill_after_upserts(store, 4)
@@ -113,8 +123,10 @@ def test_crash_between_finish_and_move_only_completes_the_move(zone: Path) -> No
 
 
 # Not on mongomock: it is not thread-safe, and atomic claims are the server's job there.
-@pytest.mark.parametrize("store_kind", ["memory", "mongodb"])
-def test_two_workers_on_one_zone_process_each_file_exactly_once(zone: Path, store_kind: str) -> None:
+@pytest.mark.parametrize("store_kind", ["memory", "sqlite", "mongodb"])
+def test_two_workers_on_one_zone_process_each_file_exactly_once(
+    zone: Path, tmp_path: Path, store_kind: str
+) -> None:
     files = sorted(p for p in BULK.glob("*.ndjson") if p.name != "log.ndjson")
     expected = sum(line_count(p) for p in files)
     drop(zone, "acme", *files)
@@ -123,7 +135,7 @@ def test_two_workers_on_one_zone_process_each_file_exactly_once(zone: Path, stor
             pytest.skip("real MongoDB tests need MONGODB_URI (no MongoDB server on this machine)")
         store: Store = real_mongo_store()
     else:
-        store = MemoryStore()
+        store = _store(store_kind, tmp_path)
     settings = make_settings(zone, batch_size=200)
     results: dict[str, list] = {"a": [], "b": []}
 
@@ -183,7 +195,7 @@ def _run_once(zone: Path, env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-@pytest.mark.parametrize("store_kind", ["memory", "mongodb"])
+@pytest.mark.parametrize("store_kind", ["memory", "sqlite", "mongodb"])
 def test_sigkill_mid_file_then_restart_completes_with_exact_counts(
     zone: Path, tmp_path: Path, store_kind: str
 ) -> None:
@@ -196,6 +208,7 @@ def test_sigkill_mid_file_then_restart_completes_with_exact_counts(
             pytest.skip("real MongoDB tests need MONGODB_URI (no MongoDB server on this machine)")
         env["MONGODB_URI"] = os.environ["MONGODB_URI"]
         env["DROPZONE_STORE__DATABASE"] = f"dropzone_crash_{os.getpid()}"
+    env["DROPZONE_STORE__KIND"] = "auto" if store_kind == "mongodb" else store_kind
     (zone / "incoming" / "acme").mkdir()
     total = _big_ndjson(zone / "incoming" / "acme" / "big.ndjson", copies=6)
 
@@ -210,7 +223,8 @@ def test_sigkill_mid_file_then_restart_completes_with_exact_counts(
     assert victim.returncode == -signal.SIGKILL
     assert (zone / "incoming" / "acme" / "big.ndjson").exists()  # nothing lost
 
-    if store_kind == "mongodb":
+    if store_kind != "memory":
+        assert (zone / ".dropzone" / "dropzone.sqlite").exists() == (store_kind == "sqlite")
         time.sleep(2.5)  # let the dead worker's lease expire
     survivor = _run_once(zone, env)
     out, err = survivor.communicate(timeout=280)

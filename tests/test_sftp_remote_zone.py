@@ -216,6 +216,7 @@ def test_cli_run_once_json_on_an_sftp_zone(
     config = tmp_path / "config"
     config.mkdir()
     env = {"DROPZONE_PIPELINE__VALIDATION_WORKERS": "0", "DROPZONE_PIPELINE__QUIET_SECONDS": "0.2"}
+    env["DROPZONE_STORE__PATH"] = str(tmp_path / "dropzone.sqlite")  # not ./dropzone-data of the checkout
     args = ["--config", str(config), "run", "--once", "--json", "--zone", url]
     args += ["--identity", str(client_key), "--known-hosts", str(kh)]
 
@@ -240,7 +241,7 @@ def test_cli_refuses_an_unknown_host_key(
     args = ["--config", str(config), "run", "--once", "--json", "--zone", url]
     args += ["--identity", str(client_key), "--known-hosts", str(empty)]
 
-    result = CliRunner().invoke(main, args)
+    result = CliRunner().invoke(main, args, env={"DROPZONE_STORE__PATH": str(tmp_path / "dropzone.sqlite")})
 
     assert result.exit_code == 2
     assert "host key refused" in result.stderr and "SHA256:" in result.stderr

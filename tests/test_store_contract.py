@@ -1,5 +1,5 @@
-"""One contract for every store: memory (embedded default), MongoDB on mongomock, and a real
-MongoDB server when MONGODB_URI is set (skipped otherwise; pytest -ra prints the reason)."""
+"""One contract for every store: SQLite (the embedded default), memory, MongoDB on mongomock, and
+a real MongoDB server when MONGODB_URI is set (skipped otherwise; pytest -ra prints the reason)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,15 @@ def patient(pid: str, family: str = "A", mrn: str | None = None) -> dict:
     if mrn:
         doc["identifier"] = [{"system": "urn:mrn", "value": mrn}]
     return doc
+
+
+def observation(oid: str, pid: str) -> dict:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "subject": {"reference": f"Patient/{pid}"},
+    }
 
 
 def test_new_resources_are_version_1_with_metadata(any_store: Store) -> None:
@@ -66,6 +75,43 @@ def test_tenants_are_isolated(any_store: Store) -> None:
     assert any_store.resources.get("t2", "Patient", "123")["name"][0]["family"] == "B"
     assert any_store.resources.counts(["t1"]) == {"Patient": 1}
     assert any_store.resources.counts() == {"Patient": 2}
+
+
+def test_counts_per_tenant_and_type(any_store: Store) -> None:
+    any_store.resources.upsert("t1", [write(patient("a")), write(patient("b"))], "x")
+    any_store.resources.upsert("t2", [write(patient("a")), write(observation("o1", "a"))], "y")
+    assert any_store.resources.tenant_counts() == {
+        "t1": {"Patient": 2},
+        "t2": {"Observation": 1, "Patient": 1},
+    }
+    assert any_store.resources.tenant_counts(["t2"]) == {"t2": {"Observation": 1, "Patient": 1}}
+    assert any_store.resources.tenant_counts(["nobody"]) == {}
+
+
+def test_iter_resources_streams_one_tenant_and_type_as_stored(any_store: Store) -> None:
+    any_store.resources.upsert("t1", [write(patient(f"p{i:04}")) for i in range(1200)], "x")
+    any_store.resources.upsert("t2", [write(patient("other"))], "y")
+    exported = list(any_store.resources.iter_resources("t1", "Patient"))
+    assert [r["id"] for r in exported] == [f"p{i:04}" for i in range(1200)]  # id order, every page
+    assert exported[7] == any_store.resources.get("t1", "Patient", "p0007")
+    assert all("_dz" not in r and "_id" not in r and r["meta"]["versionId"] == "1" for r in exported)
+    assert list(any_store.resources.iter_resources("t1", "Observation")) == []
+
+
+def test_iter_resources_since_keeps_what_was_stored_at_or_after(any_store: Store) -> None:
+    any_store.resources.upsert("t1", [write(patient("old"))], "x")
+    stamp = any_store.resources.get("t1", "Patient", "old")["meta"]["lastUpdated"]
+    import time
+
+    time.sleep(0.01)
+    any_store.resources.upsert("t1", [write(patient("new"))], "x")
+    later = any_store.resources.get("t1", "Patient", "new")["meta"]["lastUpdated"]
+    assert [r["id"] for r in any_store.resources.iter_resources("t1", "Patient", since=stamp)] == [
+        "new",
+        "old",
+    ]
+    assert [r["id"] for r in any_store.resources.iter_resources("t1", "Patient", since=later)] == ["new"]
+    assert list(any_store.resources.iter_resources("t1", "Patient", since="2999-01-01T00:00:00.000Z")) == []
 
 
 def test_repeated_id_in_one_batch_keeps_the_last(any_store: Store) -> None:

@@ -1,17 +1,52 @@
-"""Stores: ``open_store(settings)`` picks MongoDB when a URI is configured, else the embedded one."""
+"""Stores: ``open_store(settings)`` picks the store that ``store.kind`` names.
+
+``auto`` (the default) is MongoDB when ``MONGODB_URI``/``store.mongodb_uri`` is set, else the
+embedded SQLite database: ``store.path``, by default ``<zone>/.dropzone/dropzone.sqlite`` for a
+folder zone and ``./dropzone-data/dropzone.sqlite`` for a bucket or SFTP zone.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dropzone.config import Settings
+from dropzone.errors import ConfigError
 from dropzone.store.base import Store
+
+DATABASE_FOLDER = ".dropzone"
+DATABASE_NAME = "dropzone.sqlite"
+
+
+def sqlite_path(settings: Settings) -> Path:
+    """Where the embedded database lives for these settings."""
+    if settings.store.path:
+        return Path(settings.store.path).expanduser()
+    zone = settings.zone.removeprefix("file://")
+    if "://" not in zone:
+        return Path(zone).expanduser() / DATABASE_FOLDER / DATABASE_NAME
+    return Path("dropzone-data") / DATABASE_NAME
+
+
+def store_kind(settings: Settings) -> str:
+    kind = settings.store.kind
+    if kind == "auto":
+        return "mongodb" if settings.store.mongodb_uri is not None else "sqlite"
+    return kind
 
 
 def open_store(settings: Settings) -> Store:
-    uri = settings.store.mongodb_uri
-    if uri is None:
+    kind = store_kind(settings)
+    if kind == "memory":
         from dropzone.store.memory import MemoryStore
 
         return MemoryStore()
+    if kind == "sqlite":
+        from dropzone.store.sqlite import SqliteStore
+
+        return SqliteStore(sqlite_path(settings))
+    uri = settings.store.mongodb_uri
+    if uri is None:
+        raise ConfigError("store.kind is mongodb but no MONGODB_URI (or store.mongodb_uri) is set")
     from dropzone.store.mongo import MongoStore
 
     store = MongoStore(uri.get_secret_value(), settings.store.database)

@@ -1,7 +1,8 @@
 """The store interface: resources (versioned, tenant-scoped) and the ledger (files and leases).
 
-Two implementations share this contract: ``memory.MemoryStore`` (embedded default, nothing
-persists) and ``mongo.MongoStore`` (pymongo). The versioning rules live here, once:
+Three implementations share this contract: ``sqlite.SqliteStore`` (the embedded default, one
+database file), ``memory.MemoryStore`` (nothing persists: tests and demos) and
+``mongo.MongoStore`` (pymongo). The versioning rules live here, once:
 
 * identity is tenant + resourceType + id;
 * identical content (same canonical hash) changes nothing;
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -93,7 +94,16 @@ class ResourceStore(ABC):
     def counts(self, tenants: Iterable[str] | None = None) -> dict[str, int]: ...
 
     @abstractmethod
+    def tenant_counts(self, tenants: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
+        """``{tenant: {resourceType: n}}`` for the current versions."""
+
+    @abstractmethod
     def resource_types(self) -> list[str]: ...
+
+    @abstractmethod
+    def iter_resources(self, tenant: str, rtype: str, since: str | None = None) -> Iterator[dict[str, Any]]:
+        """The tenant's current resources of one type as FHIR JSON (no internal metadata), in id
+        order, streaming; ``since``: only those stored at or after this ``utc_now_iso()`` time."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -1,4 +1,5 @@
-"""The embedded default store: everything in this process's memory, O(1) per operation.
+"""The in-memory store (``store.kind: memory``): everything in this process's memory, O(1) per
+operation, for tests and throw-away demos.
 
 Nothing persists: the CLI says so whenever this store is in use. Only one process can use a
 drop zone with it (see ``dropzone.zone_lock``), since a second process would have its own ledger.
@@ -25,6 +26,7 @@ from dropzone.store.base import (
     ResourceStore,
     Store,
     claim_key,
+    strip_document,
 )
 
 
@@ -144,9 +146,32 @@ class MemoryResourceStore(ResourceStore):
                     out[rtype] = n
             return dict(sorted(out.items()))
 
+    def tenant_counts(self, tenants: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
+        wanted = set(tenants) if tenants is not None else None
+        out: dict[str, dict[str, int]] = defaultdict(dict)
+        with self._lock:
+            for rtype in sorted(self._meta):
+                for meta in self._meta[rtype].values():
+                    if wanted is None or meta[0] in wanted:
+                        out[meta[0]][rtype] = out[meta[0]].get(rtype, 0) + 1
+        return dict(sorted(out.items()))
+
     def resource_types(self) -> list[str]:
         with self._lock:
             return sorted(t for t, coll in self._blobs.items() if coll)
+
+    def iter_resources(self, tenant: str, rtype: str, since: str | None = None) -> Iterator[dict[str, Any]]:
+        prefix = f"{tenant}/"
+        with self._lock:
+            ids = sorted(i for i in self._blobs.get(rtype, {}) if i.startswith(prefix))
+        for doc_id in ids:
+            with self._lock:
+                blob = self._blobs.get(rtype, {}).get(doc_id)
+            if blob is None:
+                continue
+            doc = orjson.loads(blob)
+            if since is None or doc[META_KEY]["last_ingested"] >= since:
+                yield strip_document(doc)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -9,7 +9,7 @@ Layout in one database: one collection per resourceType (``Patient``, ``Encounte
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import pymongo
@@ -28,6 +28,7 @@ from dropzone.store.base import (
     Store,
     claim_key,
     existing_from_document,
+    strip_document,
 )
 from dropzone.store.memory import claim_from_document, new_claim_document
 
@@ -146,6 +147,29 @@ class MongoResourceStore(ResourceStore):
         except PyMongoError as err:
             raise _translate(err) from err
         return out
+
+    def tenant_counts(self, tenants: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
+        match = [] if tenants is None else [{"$match": {f"{META_KEY}.tenant": {"$in": list(tenants)}}}]
+        group = [{"$group": {"_id": f"${META_KEY}.tenant", "n": {"$sum": 1}}}]
+        out: dict[str, dict[str, int]] = {}
+        try:
+            for rtype in self.resource_types():
+                for row in self._db[rtype].aggregate(match + group):
+                    out.setdefault(row["_id"], {})[rtype] = row["n"]
+        except PyMongoError as err:
+            raise _translate(err) from err
+        return dict(sorted(out.items()))
+
+    def iter_resources(self, tenant: str, rtype: str, since: str | None = None) -> Iterator[dict[str, Any]]:
+        query: dict[str, Any] = {f"{META_KEY}.tenant": tenant}
+        if since is not None:
+            query[f"{META_KEY}.last_ingested"] = {"$gte": since}
+        try:
+            # Sorted by the (tenant, id) index; the cursor streams in batches.
+            for doc in self._coll(rtype).find(query).sort("id", pymongo.ASCENDING):
+                yield strip_document(doc)
+        except PyMongoError as err:
+            raise _translate(err) from err
 
     def resource_types(self) -> list[str]:
         try:

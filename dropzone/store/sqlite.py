@@ -1,0 +1,563 @@
+"""The embedded default store: one SQLite database file (Python's ``sqlite3``), persistent.
+
+Why SQLite: it needs no server, outlives the process, and its WAL mode lets several
+``dropzone run`` processes on one machine share one zone. Every write is a ``BEGIN IMMEDIATE``
+transaction (the database's single writer lock), so a lease is taken by exactly one process;
+readers never block. ``synchronous=FULL``: a committed ledger row survives a power cut, which
+is what "never loaded twice" rests on (one fsync per batch, not per resource).
+
+Layout (schema version ``SCHEMA_VERSION``, kept in ``dz_meta``):
+
+* ``resources``: one row per current resource, the FHIR JSON as text in ``body`` (exactly what
+  the API and ``export`` return: the sender's resource with our ``meta.versionId`` and
+  ``meta.lastUpdated``), tenant/type/id/version/hash in columns;
+* ``history``: previous versions, same shape; ``identifiers``: (system, value) lookups;
+* ``files``, ``claims``, ``uploads``: the ledger.
+
+A database of another schema version is refused with a clear message, never rewritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import orjson
+
+from dropzone.errors import ConfigError, StoreUnavailable
+from dropzone.store.base import (
+    META_KEY,
+    Claim,
+    ClaimAnswer,
+    ClaimState,
+    Existing,
+    Ledger,
+    ResourceStore,
+    ResourceWrite,
+    Store,
+    WriteResult,
+    claim_key,
+    strip_document,
+)
+from dropzone.store.memory import claim_from_document, new_claim_document
+
+SCHEMA_VERSION = 1
+# Well under SQLite's bound-parameter limit (32,766 since 3.32) with room for the other columns.
+_IN_CHUNK = 900
+
+_SCHEMA = """
+CREATE TABLE dz_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE resources (
+    tenant TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL,
+    version INTEGER NOT NULL, hash TEXT NOT NULL, file_sha256 TEXT,
+    first_ingested TEXT NOT NULL, last_ingested TEXT NOT NULL, body TEXT NOT NULL
+);
+CREATE UNIQUE INDEX resources_identity ON resources (tenant, type, id);
+CREATE INDEX resources_updated ON resources (tenant, type, last_ingested);
+CREATE TABLE history (
+    tenant TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL,
+    version INTEGER NOT NULL, hash TEXT NOT NULL, file_sha256 TEXT,
+    first_ingested TEXT NOT NULL, last_ingested TEXT NOT NULL, body TEXT NOT NULL
+);
+CREATE UNIQUE INDEX history_version ON history (tenant, type, id, version);
+-- system is '' when the identifier has none (FHIR forbids empty strings, so '' is unambiguous).
+CREATE TABLE identifiers (
+    tenant TEXT NOT NULL, type TEXT NOT NULL, value TEXT NOT NULL, system TEXT NOT NULL,
+    id TEXT NOT NULL, PRIMARY KEY (tenant, type, value, system, id)
+) WITHOUT ROWID;
+CREATE INDEX identifiers_owner ON identifiers (tenant, type, id);
+CREATE TABLE files (
+    id TEXT PRIMARY KEY, tenant TEXT, key TEXT, state TEXT, received_at TEXT, record TEXT NOT NULL
+);
+CREATE INDEX files_tenant ON files (tenant, received_at);
+CREATE INDEX files_received ON files (received_at);
+CREATE INDEX files_key ON files (key, received_at);
+CREATE TABLE claims (
+    key TEXT PRIMARY KEY, state TEXT NOT NULL, owner TEXT NOT NULL, lease_until REAL NOT NULL,
+    path TEXT, attempt INTEGER NOT NULL, file_id TEXT NOT NULL, outcome TEXT, destination TEXT,
+    moved INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE uploads (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+"""
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _translated(method: Callable[P, R]) -> Callable[P, R]:
+    """sqlite3 errors become StoreUnavailable (transient: the file stays in incoming/). SQLite's
+    messages name the database condition ("database is locked", "database or disk is full"),
+    never row values."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as err:
+            raise StoreUnavailable(f"SQLite: {err}") from err
+
+    return wrapper
+
+
+class Database:
+    """One connection per process, shared by its threads under a lock; transactions nest."""
+
+    def __init__(self, path: Path, busy_timeout: float = 60.0) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._conn = _connect(path, busy_timeout)
+        self._check_schema()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A ``BEGIN IMMEDIATE`` transaction; inner calls join the outer one."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self._conn
+                finally:
+                    self._depth -= 1
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self._conn
+            except BaseException:
+                self._depth = 0
+                self._conn.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            self._conn.execute("COMMIT")
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _check_schema(self) -> None:
+        with self.write() as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not tables:
+                # Statement by statement: executescript() would COMMIT our transaction.
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT INTO dz_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                return
+            if "dz_meta" not in tables:
+                raise ConfigError(
+                    f"{self.path} is an SQLite database but not a dropzone store "
+                    "(point store.path at a new file)"
+                )
+            row = conn.execute("SELECT value FROM dz_meta WHERE key = 'schema_version'").fetchone()
+            found = row[0] if row else "?"
+            if found != str(SCHEMA_VERSION):
+                raise ConfigError(
+                    f"{self.path} has store schema version {found}; this dropzone reads version "
+                    f"{SCHEMA_VERSION}. Nothing was changed: use the dropzone release that wrote it, "
+                    "or point store.path at a new file"
+                )
+
+
+def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists():
+            # Health data: readable by the service's user only (SQLite gives its -wal and -shm
+            # files the database file's permissions).
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError as err:
+        raise ConfigError(f"cannot create the store database {path}: {err.strerror}") from err
+    try:
+        # isolation_level=None: no implicit transactions; ours are explicit BEGIN IMMEDIATE.
+        conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        conn.execute("PRAGMA synchronous = FULL")
+    except sqlite3.DatabaseError as err:
+        raise ConfigError(f"{path} is not a usable SQLite database ({err})") from err
+    if mode != "wal":
+        conn.close()
+        raise ConfigError(f"{path}: SQLite refused WAL mode ({mode}); is it on a network file system?")
+    return conn
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def _document(row: Sequence[Any]) -> dict[str, Any]:
+    """(tenant, type, id, version, hash, file_sha256, first, last, body) -> a stored document."""
+    tenant, _rtype, rid, version, digest, file_sha, first, last, body = row
+    doc: dict[str, Any] = orjson.loads(body)
+    doc["_id"] = f"{tenant}/{rid}"
+    doc[META_KEY] = {
+        "tenant": tenant,
+        "hash": digest,
+        "version": version,
+        "file_sha256": file_sha,
+        "first_ingested": first,
+        "last_ingested": last,
+    }
+    return doc
+
+
+_COLUMNS = "tenant, type, id, version, hash, file_sha256, first_ingested, last_ingested, body"
+
+
+def _chunks(items: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _identifier_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    for ident in doc.get("identifier") or []:
+        if isinstance(ident, dict) and isinstance(ident.get("value"), str):
+            system = ident.get("system")
+            rows.append((ident["value"], system if isinstance(system, str) else ""))
+    return rows
+
+
+class SqliteResourceStore(ResourceStore):
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def ensure_indexes(self) -> None:
+        """Created with the schema."""
+
+    @_translated
+    def upsert(
+        self,
+        tenant: str,
+        writes: Sequence[ResourceWrite],
+        file_sha256: str | None,
+        known: dict[tuple[str, str], Existing] | None = None,
+    ) -> WriteResult:
+        # One transaction per batch: a crash leaves the batch wholly written or not at all.
+        with self._db.write():
+            return super().upsert(tenant, writes, file_sha256, known)
+
+    @_translated
+    def existing(self, tenant: str, rtype: str, ids: Sequence[str]) -> dict[str, Existing]:
+        found: dict[str, Existing] = {}
+        for chunk in _chunks(list(ids)):
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.read(
+                "SELECT id, hash, version, file_sha256, first_ingested FROM resources "
+                f"WHERE tenant = ? AND type = ? AND id IN ({marks})",
+                (tenant, rtype, *chunk),
+            )
+            for rid, digest, version, file_sha, first in rows:
+                found[rid] = Existing(digest, version, file_sha, first)
+        return found
+
+    @_translated
+    def _write_documents(
+        self, rtype: str, docs: list[dict[str, Any]], history: list[tuple[str, int]]
+    ) -> None:
+        with self._db.write() as conn:
+            if history:
+                conn.executemany(
+                    f"INSERT OR IGNORE INTO history ({_COLUMNS}) SELECT {_COLUMNS} FROM resources "
+                    "WHERE tenant = ? AND type = ? AND id = ?",
+                    [_identity(doc_id, rtype) for doc_id, _ in history],
+                )
+            if not docs:
+                return
+            rows = []
+            identities = []
+            identifiers = []
+            for doc in docs:
+                meta = doc[META_KEY]
+                tenant, rid = meta["tenant"], doc["id"]
+                rows.append(
+                    (
+                        tenant,
+                        rtype,
+                        rid,
+                        meta["version"],
+                        meta["hash"],
+                        meta["file_sha256"],
+                        meta["first_ingested"],
+                        meta["last_ingested"],
+                        _json(strip_document(doc)),
+                    )
+                )
+                identities.append((tenant, rtype, rid))
+                identifiers.extend(
+                    (tenant, rtype, value, system, rid) for value, system in _identifier_rows(doc)
+                )
+            conn.executemany(
+                f"INSERT INTO resources ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (tenant, type, id) DO UPDATE SET version = excluded.version, "
+                "hash = excluded.hash, file_sha256 = excluded.file_sha256, "
+                "first_ingested = excluded.first_ingested, last_ingested = excluded.last_ingested, "
+                "body = excluded.body",
+                rows,
+            )
+            conn.executemany("DELETE FROM identifiers WHERE tenant = ? AND type = ? AND id = ?", identities)
+            conn.executemany("INSERT OR IGNORE INTO identifiers VALUES (?, ?, ?, ?, ?)", identifiers)
+
+    @_translated
+    def _delete_document(self, rtype: str, doc_id: str) -> bool:
+        tenant, rid = doc_id.split("/", 1)
+        with self._db.write() as conn:
+            conn.execute(
+                "DELETE FROM identifiers WHERE tenant = ? AND type = ? AND id = ?", (tenant, rtype, rid)
+            )
+            cursor = conn.execute(
+                "DELETE FROM resources WHERE tenant = ? AND type = ? AND id = ?", (tenant, rtype, rid)
+            )
+            return cursor.rowcount == 1
+
+    @_translated
+    def get_document(self, tenant: str, rtype: str, resource_id: str) -> dict[str, Any] | None:
+        rows = self._db.read(
+            f"SELECT {_COLUMNS} FROM resources WHERE tenant = ? AND type = ? AND id = ?",
+            (tenant, rtype, resource_id),
+        )
+        return _document(rows[0]) if rows else None
+
+    @_translated
+    def history(self, tenant: str, rtype: str, resource_id: str) -> list[dict[str, Any]]:
+        rows = self._db.read(
+            f"SELECT {_COLUMNS} FROM history WHERE tenant = ? AND type = ? AND id = ? ORDER BY version",
+            (tenant, rtype, resource_id),
+        )
+        return [_document(row) for row in rows]
+
+    @_translated
+    def find_by_identifier(self, tenant: str, rtype: str, system: str | None, value: str) -> list[str]:
+        sql = "SELECT DISTINCT id FROM identifiers WHERE tenant = ? AND type = ? AND value = ?"
+        params: list[Any] = [tenant, rtype, value]
+        if system is not None:
+            sql += " AND system = ?"
+            params.append(system)
+        return sorted(row[0] for row in self._db.read(sql, params))
+
+    @_translated
+    def counts(self, tenants: Iterable[str] | None = None) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for per_type in self.tenant_counts(tenants).values():
+            for rtype, n in per_type.items():
+                out[rtype] = out.get(rtype, 0) + n
+        return dict(sorted(out.items()))
+
+    @_translated
+    def tenant_counts(self, tenants: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
+        rows = self._db.read("SELECT tenant, type, count(*) FROM resources GROUP BY tenant, type")
+        wanted = set(tenants) if tenants is not None else None
+        out: dict[str, dict[str, int]] = {}
+        for tenant, rtype, n in rows:
+            if wanted is None or tenant in wanted:
+                out.setdefault(tenant, {})[rtype] = n
+        return out
+
+    @_translated
+    def resource_types(self) -> list[str]:
+        return [row[0] for row in self._db.read("SELECT DISTINCT type FROM resources ORDER BY type")]
+
+    def iter_resources(self, tenant: str, rtype: str, since: str | None = None) -> Iterator[dict[str, Any]]:
+        # Keyset pages: bounded memory, and the lock is held per page, not for the whole export.
+        after = ""
+        while True:
+            page = self._page(tenant, rtype, since, after)
+            if not page:
+                return
+            for _rid, body in page:
+                yield orjson.loads(body)
+            after = page[-1][0]
+
+    @_translated
+    def _page(self, tenant: str, rtype: str, since: str | None, after: str) -> list[tuple[Any, ...]]:
+        sql = "SELECT id, body FROM resources WHERE tenant = ? AND type = ? AND id > ?"
+        params: list[Any] = [tenant, rtype, after]
+        if since is not None:
+            sql += " AND last_ingested >= ?"
+            params.append(since)
+        return self._db.read(sql + " ORDER BY id LIMIT 500", params)
+
+    def close(self) -> None:
+        """The database is closed by SqliteStore."""
+
+
+def _identity(doc_id: str, rtype: str) -> tuple[str, str, str]:
+    tenant, rid = doc_id.split("/", 1)
+    return tenant, rtype, rid
+
+
+class SqliteLedger(Ledger):
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self._clock = clock
+
+    _CLAIM_COLUMNS = "key, state, owner, lease_until, path, attempt, file_id, outcome, destination, moved"
+
+    def _claim_row(self, conn: sqlite3.Connection, key: str) -> dict[str, Any] | None:
+        row = conn.execute(f"SELECT {self._CLAIM_COLUMNS} FROM claims WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        names = ["_id", *self._CLAIM_COLUMNS.split(", ")[1:]]
+        doc = dict(zip(names, row, strict=True))
+        doc["moved"] = bool(doc["moved"])
+        return doc
+
+    def _put_claim(self, conn: sqlite3.Connection, doc: dict[str, Any]) -> None:
+        conn.execute(
+            f"INSERT OR REPLACE INTO claims ({self._CLAIM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                doc["_id"],
+                doc["state"],
+                doc["owner"],
+                doc["lease_until"],
+                doc["path"],
+                doc["attempt"],
+                doc["file_id"],
+                doc["outcome"],
+                doc["destination"],
+                int(bool(doc["moved"])),
+            ),
+        )
+
+    @_translated
+    def claim(self, tenant: str, sha256: str, path: str, owner: str, lease_seconds: float) -> ClaimAnswer:
+        key = claim_key(tenant, sha256)
+        with self._db.write() as conn:
+            now = self._clock()
+            doc = self._claim_row(conn, key)
+            if doc is None:
+                doc = new_claim_document(key, path, owner, now + lease_seconds)
+                self._put_claim(conn, doc)
+                return ClaimAnswer(ClaimState.ACQUIRED, claim_from_document(doc, resumed=False))
+            if doc["state"] == "processing" and doc["lease_until"] < now:
+                doc.update(
+                    owner=owner, lease_until=now + lease_seconds, path=path, attempt=doc["attempt"] + 1
+                )
+                self._put_claim(conn, doc)
+                return ClaimAnswer(ClaimState.ACQUIRED, claim_from_document(doc, resumed=True))
+            if doc["state"] == "done" and doc["outcome"] == "quarantined":
+                fresh = new_claim_document(key, path, owner, now + lease_seconds)
+                fresh["attempt"] = doc["attempt"] + 1
+                self._put_claim(conn, fresh)
+                return ClaimAnswer(ClaimState.ACQUIRED, claim_from_document(fresh, resumed=False))
+            if doc["state"] == "processing":
+                return ClaimAnswer(ClaimState.BUSY)
+            return ClaimAnswer(ClaimState.DONE, done=doc)
+
+    @staticmethod
+    def _owned(claim: Claim) -> tuple[str, str, int]:
+        return claim.key, claim.owner, claim.attempt
+
+    _OWNED = "key = ? AND state = 'processing' AND owner = ? AND attempt = ?"
+
+    @_translated
+    def renew(self, claim: Claim, lease_seconds: float) -> bool:
+        with self._db.write() as conn:
+            cursor = conn.execute(
+                f"UPDATE claims SET lease_until = ? WHERE {self._OWNED}",
+                (self._clock() + lease_seconds, *self._owned(claim)),
+            )
+            return cursor.rowcount == 1
+
+    @_translated
+    def release(self, claim: Claim) -> None:
+        with self._db.write() as conn:
+            conn.execute(f"UPDATE claims SET lease_until = 0.0 WHERE {self._OWNED}", self._owned(claim))
+
+    @_translated
+    def complete(self, claim: Claim, outcome: str, destination: str | None) -> bool:
+        with self._db.write() as conn:
+            cursor = conn.execute(
+                "UPDATE claims SET state = 'done', outcome = ?, destination = ?, moved = 0 "
+                f"WHERE {self._OWNED}",
+                (outcome, destination, *self._owned(claim)),
+            )
+            return cursor.rowcount == 1
+
+    @_translated
+    def mark_moved(self, key: str) -> None:
+        with self._db.write() as conn:
+            conn.execute("UPDATE claims SET moved = 1 WHERE key = ?", (key,))
+
+    @_translated
+    def save_file(self, record: dict[str, Any]) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO files (id, tenant, key, state, received_at, record) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    record["_id"],
+                    record.get("tenant"),
+                    record.get("key"),
+                    record.get("state"),
+                    record.get("received_at"),
+                    _json(record),
+                ),
+            )
+
+    @_translated
+    def get_file(self, file_id: str) -> dict[str, Any] | None:
+        rows = self._db.read("SELECT record FROM files WHERE id = ?", (file_id,))
+        return orjson.loads(rows[0][0]) if rows else None
+
+    @_translated
+    def files(self, tenant: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        if tenant is None:
+            rows = self._db.read("SELECT record FROM files ORDER BY received_at DESC LIMIT ?", (limit,))
+        else:
+            rows = self._db.read(
+                "SELECT record FROM files WHERE tenant = ? ORDER BY received_at DESC LIMIT ?", (tenant, limit)
+            )
+        return [orjson.loads(row[0]) for row in rows]
+
+    @_translated
+    def summary(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        sql = "SELECT coalesce(tenant, '?'), coalesce(state, '?'), count(*) FROM files GROUP BY 1, 2"
+        for tenant, state, n in self._db.read(sql + " ORDER BY 1, 2"):
+            out.setdefault(tenant, {})[state] = n
+        return out
+
+    @_translated
+    def find_file(self, key: str) -> dict[str, Any] | None:
+        rows = self._db.read(
+            "SELECT record FROM files WHERE key = ? ORDER BY received_at DESC LIMIT 1", (key,)
+        )
+        return orjson.loads(rows[0][0]) if rows else None
+
+    @_translated
+    def save_upload(self, record: dict[str, Any]) -> None:
+        with self._db.write() as conn:
+            conn.execute("INSERT OR REPLACE INTO uploads VALUES (?, ?)", (record["_id"], _json(record)))
+
+    @_translated
+    def get_upload(self, upload_id: str) -> dict[str, Any] | None:
+        rows = self._db.read("SELECT record FROM uploads WHERE id = ?", (upload_id,))
+        return orjson.loads(rows[0][0]) if rows else None
+
+
+class SqliteStore(Store):
+    persistent = True
+
+    def __init__(self, path: str | os.PathLike[str], busy_timeout: float = 60.0) -> None:
+        """``busy_timeout``: how long a write waits for another process's transaction."""
+        self.path = Path(path)
+        self.database = Database(self.path, busy_timeout)
+        self.description = f"SQLite database {self.path}"
+        self.resources = SqliteResourceStore(self.database)
+        self.ledger = SqliteLedger(self.database)
+
+    def close(self) -> None:
+        self.database.close()

@@ -1,0 +1,180 @@
+"""The embedded default store (SQLite): it persists, it is shared by processes, it refuses what
+it cannot read, and it keeps health data private. The shared contract is in test_store_contract."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import BULK, drop, line_count, make_settings
+from dropzone.config import load_settings
+from dropzone.errors import ConfigError, StoreUnavailable
+from dropzone.models import Outcome
+from dropzone.pipeline.canonical import resource_hash
+from dropzone.pipeline.runner import Pipeline
+from dropzone.sources.folder import FolderSource
+from dropzone.store import open_store, sqlite_path
+from dropzone.store.base import ClaimState, ResourceWrite
+from dropzone.store.memory import MemoryStore
+from dropzone.store.sqlite import SqliteStore
+
+
+def _write(resource: dict) -> ResourceWrite:
+    return ResourceWrite(resource["resourceType"], resource["id"], resource, resource_hash(resource))
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_everything_survives_closing_and_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    store = SqliteStore(path)
+    store.resources.upsert("t1", [_write({"resourceType": "Patient", "id": "p1", "gender": "female"})], "f1")
+    store.resources.upsert("t1", [_write({"resourceType": "Patient", "id": "p1", "gender": "male"})], "f2")
+    claim = store.ledger.claim("t1", "sha", "incoming/t1/a.ndjson", "w1", 60).claim
+    assert claim is not None
+    store.ledger.save_file(
+        {"_id": claim.file_id, "tenant": "t1", "key": "incoming/t1/a.ndjson", "state": "archived"}
+    )
+    store.ledger.complete(claim, "archived", "archived/t1/a.ndjson")
+    store.ledger.save_upload({"_id": "u1", "tenant": "t1", "key": "incoming/t1/a.ndjson"})
+    store.close()
+
+    again = SqliteStore(path)
+    assert again.resources.get("t1", "Patient", "p1")["gender"] == "male"
+    assert [h["gender"] for h in again.resources.history("t1", "Patient", "p1")] == ["female"]
+    assert again.ledger.summary() == {"t1": {"archived": 1}}
+    assert again.ledger.find_file("incoming/t1/a.ndjson")["_id"] == claim.file_id
+    done = again.ledger.claim("t1", "sha", "incoming/t1/a.ndjson", "w2", 60)
+    assert done.state is ClaimState.DONE and done.done["destination"] == "archived/t1/a.ndjson"
+    assert again.ledger.get_upload("u1")["tenant"] == "t1"
+    again.close()
+
+
+def test_a_database_of_another_schema_version_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    SqliteStore(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE dz_meta SET value = '99' WHERE key = 'schema_version'")
+    conn.close()
+    before = _sha(path)
+    with pytest.raises(ConfigError, match="schema version 99; this dropzone reads version 1"):
+        SqliteStore(path)
+    assert _sha(path) == before
+
+
+def test_files_that_are_not_a_dropzone_database_are_refused(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.sqlite"
+    garbage.write_bytes(b"this is not a database, but a text file of the same name\n" * 100)
+    with pytest.raises(ConfigError, match="not a usable SQLite database"):
+        SqliteStore(garbage)
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE mine (x)")
+    conn.close()
+    with pytest.raises(ConfigError, match="not a dropzone store"):
+        SqliteStore(other)
+
+
+def test_the_database_is_private_to_the_service_user(tmp_path: Path) -> None:
+    path = tmp_path / "zone" / ".dropzone" / "dropzone.sqlite"
+    store = SqliteStore(path)
+    store.resources.upsert("t1", [_write({"resourceType": "Patient", "id": "p1"})], "f")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    wal = path.with_name(path.name + "-wal")
+    assert wal.exists() and stat.S_IMODE(wal.stat().st_mode) == 0o600
+    store.close()
+
+
+def test_where_the_database_lives_and_which_store_is_chosen(tmp_path: Path) -> None:
+    folder = load_settings(config_dir=None, env={}, zone=str(tmp_path / "zone"))
+    assert sqlite_path(folder) == tmp_path / "zone" / ".dropzone" / "dropzone.sqlite"
+    bucket = load_settings(config_dir=None, env={}, zone="s3://bucket/prefix")
+    assert sqlite_path(bucket) == Path("dropzone-data") / "dropzone.sqlite"
+    chosen = load_settings(
+        config_dir=None, env={"DROPZONE_STORE__PATH": str(tmp_path / "x.sqlite")}, zone="s3://b/p"
+    )
+    assert sqlite_path(chosen) == tmp_path / "x.sqlite"
+    store = open_store(chosen)
+    assert isinstance(store, SqliteStore) and (tmp_path / "x.sqlite").is_file()
+    store.close()
+    memory = load_settings(config_dir=None, env={"DROPZONE_STORE__KIND": "memory"}, zone=str(tmp_path))
+    assert isinstance(open_store(memory), MemoryStore)
+    mongo = load_settings(config_dir=None, env={"DROPZONE_STORE__KIND": "mongodb"}, zone=str(tmp_path))
+    with pytest.raises(ConfigError, match="no MONGODB_URI"):
+        open_store(mongo)
+
+
+def test_a_database_locked_by_another_process_is_transient_and_the_file_waits(
+    zone: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "db.sqlite"
+    store = SqliteStore(path, busy_timeout=0.2)
+    drop(zone, "acme", BULK / "Patient.000.ndjson")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the database
+    with Pipeline(make_settings(zone), store, FolderSource(zone)) as pipeline:
+        with pytest.raises(StoreUnavailable, match="database is locked"):
+            store.ledger.claim("acme", "sha", "k", "w", 60)
+        assert pipeline.drain() == []  # transient: nothing quarantined, nothing lost
+        assert (zone / "incoming" / "acme" / "Patient.000.ndjson").is_file()
+        other.execute("ROLLBACK")
+        (result,) = pipeline.drain()
+    assert result.outcome is Outcome.ARCHIVED and result.counts.loaded == 13
+    other.close()
+    store.close()
+
+
+def _run_once(zone: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dropzone",
+            "--log-format",
+            "json",
+            "run",
+            "--zone",
+            str(zone),
+            "--once",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+
+
+def test_three_processes_on_one_zone_load_each_file_exactly_once(zone: Path) -> None:
+    files = sorted(p for p in BULK.glob("*.ndjson") if p.name != "log.ndjson")
+    expected = {p.name: line_count(p) for p in files}
+    drop(zone, "acme", *files)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DROPZONE_", "MONGODB_"))}
+    env.update(DROPZONE_PIPELINE__VALIDATION_WORKERS="0", DROPZONE_PIPELINE__QUIET_SECONDS="0")
+    env["DROPZONE_PIPELINE__BATCH_SIZE"] = "100"
+    workers = [_run_once(zone, env) for _ in range(3)]
+    outputs = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=280)
+        assert worker.returncode == 0, err.decode()[-2000:]
+        outputs.append(json.loads(out))
+    done = [f for summary in outputs for f in summary["files"]]
+    assert sorted(f["name"] for f in done) == sorted(expected)  # each file by exactly one process
+    assert all(f["outcome"] == "archived" for f in done)
+    assert {f["name"]: f["records"]["loaded"] for f in done} == expected
+    assert sorted(p.name for p in (zone / "archived").rglob("*.ndjson")) == sorted(expected)
+    assert not any((zone / "incoming").rglob("*.ndjson"))
+    store = SqliteStore(zone / ".dropzone" / "dropzone.sqlite")
+    assert sum(store.resources.counts(["acme"]).values()) == sum(expected.values())
+    assert store.ledger.summary() == {"acme": {"archived": len(files)}}
+    store.close()
