@@ -8,6 +8,7 @@ Exit codes: 0 every file archived or duplicate, 3 some file partial or quarantin
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import sys
 import tempfile
@@ -38,6 +39,7 @@ from dropzone.watcher import Watcher
 from processors.csv_claims.cli import check_mappings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SOME_REJECTED = 0, 1, 2, 3
+_log = logging.getLogger("dropzone.cli")
 stdout = Console()
 stderr = Console(stderr=True)
 
@@ -245,9 +247,11 @@ def export_command(
             f"Nothing to export for tenant {escape(tenant)} (store: {store.description}).", soft_wrap=True
         )
         return
-    table = Table("resourceType", "resources", "file", title=f"Exported for {escape(tenant)}")
+    table = Table(title=f"Exported for {escape(tenant)}")
+    for name in ("resourceType", "resources", "file"):
+        table.add_column(name, overflow="fold")
     for w in written:
-        table.add_row(w.resource_type, f"{w.count:,}", escape(str(w.path)), overflow="fold")
+        table.add_row(w.resource_type, f"{w.count:,}", escape(str(w.path)))
     stdout.print(table)
 
 
@@ -536,6 +540,16 @@ def _handle_errors() -> Iterator[None]:
         sys.exit(EXIT_USAGE)
     except DropzoneError as err:
         stderr.print(f"[red]error:[/] {type(err).__name__}: {err}")
+        sys.exit(EXIT_FAILED)
+    except Exception as err:
+        # A bug: one structured event (JSON in JSON mode), the traceback only at DEBUG, and not
+        # the message, which might quote a value from a file.
+        debug = _log.isEnabledFor(logging.DEBUG)
+        log.event(_log, "cli.failed", logging.ERROR, error_type=type(err).__name__, exc_info=debug)
+        stderr.print(
+            f"[red]error:[/] internal error ({type(err).__name__}); --log-level DEBUG shows the traceback",
+            soft_wrap=True,
+        )
         sys.exit(EXIT_FAILED)
 
 

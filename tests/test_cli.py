@@ -207,3 +207,24 @@ def test_status_and_json_logs(tmp_path: Path) -> None:
     assert (status["files"], status["resources"]) == ({}, {})
     logs = [json.loads(line) for line in result.stderr.splitlines()]
     assert {"ts", "level", "event"} <= set(logs[0])
+
+
+def test_a_bug_escaping_a_command_is_one_event_and_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    import dropzone.cli as cli_module
+
+    def broken(_settings: object) -> None:
+        raise RuntimeError("a value from a file")
+
+    monkeypatch.setattr(cli_module, "open_store_and_source", broken)
+    args = ["--log-format", "json", "status", "--zone", str(tmp_path / "zone")]
+    result = CliRunner().invoke(cli_module.main, args)
+    assert result.exit_code == 1
+    assert "internal error (RuntimeError)" in result.output
+    assert "Traceback" not in result.output and "a value from a file" not in result.output
+    events = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    (failed,) = [e for e in events if e["event"] == "cli.failed"]
+    assert failed["error_type"] == "RuntimeError" and failed["level"] == "error"

@@ -10,6 +10,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,94 @@ def test_three_processes_on_one_zone_load_each_file_exactly_once(zone: Path) -> 
     assert sum(store.resources.counts(["acme"]).values()) == sum(expected.values())
     assert store.ledger.summary() == {"acme": {"archived": len(files)}}
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("fault", "reported"),
+    [("read_only", "attempt to write a readonly database"), ("full", "database or disk is full")],
+)
+def test_a_read_only_or_full_database_keeps_the_file_in_incoming(
+    zone: Path, tmp_path: Path, fault: str, reported: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = SqliteStore(tmp_path / "db.sqlite")
+    conn = store.database._conn  # the service's own connection: the fault is what it meets
+    if fault == "read_only":
+        conn.execute("PRAGMA query_only = ON")
+    else:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")  # no room for one more page
+    drop(zone, "acme", BULK / "Patient.000.ndjson")
+    with Pipeline(make_settings(zone), store, FolderSource(zone)) as pipeline:
+        assert pipeline.drain() == []
+        assert (zone / "incoming" / "acme" / "Patient.000.ndjson").is_file()
+        assert not (zone / "archived").exists() and not (zone / "quarantine").exists()
+        said = [getattr(r, "dz_fields", {}) for r in caplog.records if r.getMessage() == "file.retry_later"]
+        assert said and reported in said[0]["error"]
+        assert not {"archived", "quarantined", "partial"} & set(store.ledger.summary().get("acme", {}))
+
+        conn.execute(
+            "PRAGMA query_only = OFF" if fault == "read_only" else "PRAGMA max_page_count = 1073741823"
+        )
+        time.sleep(0.05)
+        (result,) = pipeline.drain()
+    assert result.outcome is Outcome.ARCHIVED and result.counts.loaded == 13
+    store.close()
+
+
+def test_export_writes_bulk_ndjson_exactly_as_stored(tmp_path: Path) -> None:
+    zone = tmp_path / "zone"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DROPZONE_", "MONGODB_"))}
+    env.update(DROPZONE_PIPELINE__VALIDATION_WORKERS="0", DROPZONE_PIPELINE__QUIET_SECONDS="0")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "dropzone", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+
+    sent = [BULK / "Patient.000.ndjson", BULK / "Encounter.000.ndjson"]
+    loaded = cli("ingest", *map(str, sent), "--tenant", "acme", "--zone", str(zone), "--json")
+    assert loaded.returncode == 0, loaded.stderr
+
+    out = tmp_path / "export"
+    done = cli("export", "--tenant", "acme", "--out", str(out), "--zone", str(zone), "--json")
+    assert done.returncode == 0, done.stderr
+    files = {f["type"]: f["count"] for f in json.loads(done.stdout)["files"]}
+    assert files == {"Encounter": line_count(sent[1]), "Patient": line_count(sent[0])}
+    assert sorted(p.name for p in out.iterdir()) == ["Encounter.ndjson", "Patient.ndjson"]
+    store = SqliteStore(zone / ".dropzone" / "dropzone.sqlite")
+    for line in (out / "Patient.ndjson").read_text().splitlines():
+        resource = json.loads(line)
+        assert resource == store.resources.get("acme", "Patient", resource["id"])
+        assert "_dz" not in resource and resource["meta"]["versionId"] == "1"
+    store.close()
+    sent_ids = sorted(json.loads(line)["id"] for line in sent[0].read_text().splitlines() if line.strip())
+    exported_ids = [json.loads(line)["id"] for line in (out / "Patient.ndjson").read_text().splitlines()]
+    assert exported_ids == sent_ids
+
+    only = tmp_path / "only"
+    typed = cli("export", "--tenant", "acme", "--out", str(only), "--zone", str(zone), "--type", "Patient")
+    assert typed.returncode == 0 and [p.name for p in only.iterdir()] == ["Patient.ndjson"]
+    later = cli(
+        "export",
+        "--tenant",
+        "acme",
+        "--out",
+        str(tmp_path / "l"),
+        "--zone",
+        str(zone),
+        "--since",
+        "2999-01-01",
+        "--json",
+    )
+    assert later.returncode == 0 and json.loads(later.stdout)["files"] == []
+    wrong = cli(
+        "export",
+        "--tenant",
+        "acme",
+        "--out",
+        str(tmp_path / "w"),
+        "--zone",
+        str(zone),
+        "--since",
+        "yesterday",
+    )
+    assert wrong.returncode == 2 and "ISO 8601" in wrong.stderr

@@ -139,7 +139,15 @@ class Pipeline:
             event(_log, "file.gone", logging.INFO, key=file.key)
             return None
         except TransientError as err:
-            event(_log, "file.retry_later", logging.WARNING, key=file.key, error_type=type(err).__name__)
+            # Our transient errors name the condition (e.g. "SQLite: database or disk is full"), no values.
+            event(
+                _log,
+                "file.retry_later",
+                logging.WARNING,
+                key=file.key,
+                error_type=type(err).__name__,
+                error=str(err),
+            )
             return None
         except Exception as err:  # a fault of the machine or a bug: this file's attempt ends, not the service
             return self._attempt_failed(file, ledger_tenant, err)

@@ -114,7 +114,11 @@ class Database:
         self._lock = threading.RLock()
         self._depth = 0
         self._conn = _connect(path, busy_timeout)
-        self._check_schema()
+        try:
+            self._check_schema()
+        except sqlite3.Error as err:
+            self._conn.close()
+            raise StoreUnavailable(f"SQLite: cannot open {path}: {err}") from err
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -133,7 +137,9 @@ class Database:
                 yield self._conn
             except BaseException:
                 self._depth = 0
-                self._conn.execute("ROLLBACK")
+                # Some errors (SQLITE_FULL, IOERR) have rolled the transaction back already.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 raise
             self._depth = 0
             self._conn.execute("COMMIT")
