@@ -59,8 +59,9 @@ from dropzone.pipeline.canonical import resource_hash  # noqa: E402
 from dropzone.pipeline.runner import Pipeline  # noqa: E402
 from dropzone.sources.base import INCOMING  # noqa: E402
 from dropzone.sources.folder import FolderSource  # noqa: E402
-from dropzone.store.base import ResourceWrite  # noqa: E402
+from dropzone.store.base import ResourceWrite, Store  # noqa: E402
 from dropzone.store.memory import MemoryStore  # noqa: E402
+from dropzone.store.sqlite import SqliteStore  # noqa: E402
 
 SAMPLE_NAME = "smart-bulk-fhir-10-patients"
 TENANT = "bench"
@@ -610,7 +611,7 @@ def print_table(ds: Dataset, phases: list[Phase], settings: Settings) -> None:
     print(
         f"Machine: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.1f} GiB RAM, "
         f"Python {platform.python_version()}; pipeline: validation_workers="
-        f"{settings.pipeline.validation_workers}, batch_size={settings.pipeline.batch_size}, MemoryStore"
+        f"{settings.pipeline.validation_workers}, batch_size={settings.pipeline.batch_size}"
     )
     loads = ", ".join(f"{p.name} {p.load_average_1min:.1f}" for p in phases)
     print(
@@ -694,12 +695,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="keep the data set (reused by a later run with the same options) and the zone",
     )
+    parser.add_argument(
+        "--stores",
+        default="memory,sqlite",
+        help="stores to run the pipeline phases on, in this order (memory, sqlite)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out", help="work folder")
     parser.add_argument("--samples", type=Path, default=None, help="the shared samples folder")
     args = parser.parse_args(argv)
     if args.resources < 1 or args.file_resources < 1 or args.naive_resources < 1:
         parser.error("counts must be positive")
     return args
+
+
+def open_bench_store(kind: str, zone: Path) -> Store:
+    """A fresh store of ``kind``; SQLite in the zone, where the service puts it by default."""
+    if kind == "memory":
+        return MemoryStore()
+    if kind == "sqlite":
+        return SqliteStore(zone / ".dropzone" / "dropzone.sqlite")
+    raise SystemExit(f"unknown store {kind!r} (memory, sqlite)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -746,20 +761,25 @@ def main(argv: list[str] | None = None) -> int:
             note(f"Naive loader on ~{args.naive_resources:,} resources ...")
             phases.append(naive(ds, args.naive_resources))
 
-        shutil.rmtree(zone, ignore_errors=True)
-        incoming = zone / INCOMING / TENANT
-        link_into_zone(ds.paths(), incoming)
-        source = FolderSource(zone)
-        store = MemoryStore()
-        with Pipeline(settings, store, source, worker_id="bench") as pipeline:
-            note("Pipeline ingest ...")
-            phases.append(run_pipeline("pipeline ingest", pipeline, source, ds.bytes_ndjson))
-            copies_with_trailing_newline(ds.paths(), incoming)
-            note("Pipeline re-ingest (same resources, new files) ...")
-            phases.append(run_pipeline("pipeline re-ingest", pipeline, source, ds.bytes_ndjson))
-        stored = sum(store.resources.counts([TENANT]).values())
-        if stored != ds.resources:
-            note(f"  WARNING: {stored:,} resources stored, {ds.resources:,} expected")
+        stored: dict[str, int] = {}
+        for kind in [k.strip() for k in args.stores.split(",") if k.strip()]:
+            shutil.rmtree(zone, ignore_errors=True)
+            incoming = zone / INCOMING / TENANT
+            link_into_zone(ds.paths(), incoming)
+            source = FolderSource(zone)
+            store = open_bench_store(kind, zone)
+            try:
+                with Pipeline(settings, store, source, worker_id="bench") as pipeline:
+                    note(f"Pipeline ingest ({kind}) ...")
+                    phases.append(run_pipeline(f"ingest {kind}", pipeline, source, ds.bytes_ndjson))
+                    copies_with_trailing_newline(ds.paths(), incoming)
+                    note(f"Pipeline re-ingest ({kind}: same resources, new files) ...")
+                    phases.append(run_pipeline(f"re-ingest {kind}", pipeline, source, ds.bytes_ndjson))
+                stored[kind] = sum(store.resources.counts([TENANT]).values())
+            finally:
+                store.close()
+            if stored[kind] != ds.resources:
+                note(f"  WARNING: {stored[kind]:,} resources stored in {kind}, {ds.resources:,} expected")
     finally:
         if not args.keep:
             shutil.rmtree(zone, ignore_errors=True)
@@ -776,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "validation_workers": settings.pipeline.validation_workers,
             "batch_size": settings.pipeline.batch_size,
-            "store": "MemoryStore",
+            "stores": args.stores,
         },
         "dataset": {k: v for k, v in asdict(ds).items() if k != "files"} | {"file_count": len(ds.files)},
         "stored_resources": stored,

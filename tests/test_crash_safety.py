@@ -223,8 +223,19 @@ def test_sigkill_mid_file_then_restart_completes_with_exact_counts(
     assert victim.returncode == -signal.SIGKILL
     assert (zone / "incoming" / "acme" / "big.ndjson").exists()  # nothing lost
 
+    if store_kind == "sqlite":
+        # The killed process's database opens cleanly (WAL recovery) and says the file is in work.
+        status = subprocess.run(
+            [sys.executable, "-m", "dropzone", "status", "--zone", str(zone), "--json"],
+            capture_output=True,
+            env=env,
+            timeout=60,
+        )
+        assert status.returncode == 0, status.stderr.decode()[-2000:]
+        held = json.loads(status.stdout)
+        assert held["files"] == {"acme": {"processing": 1}}
+        assert 0 < held["resources"]["acme"]["Encounter"] < total
     if store_kind != "memory":
-        assert (zone / ".dropzone" / "dropzone.sqlite").exists() == (store_kind == "sqlite")
         time.sleep(2.5)  # let the dead worker's lease expire
     survivor = _run_once(zone, env)
     out, err = survivor.communicate(timeout=280)
