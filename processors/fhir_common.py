@@ -74,3 +74,9 @@ def unresolved_uuid_references(node: Any, path: str = "") -> list[str]:
         for i, item in enumerate(node):
             found.extend(unresolved_uuid_references(item, f"{path}[{i}]"))
     return found
+
+
+def repeated_key_issue(key: str) -> Issue:
+    """A key name is a FHIR element name, not a value, so naming it reveals nothing."""
+    shown = key if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}", key) else "(a key)"
+    return Issue("duplicate_key", f"an object repeats the key {shown!r}; FHIR JSON forbids repeated keys")

@@ -9,7 +9,8 @@ import orjson
 
 from dropzone.pipeline.streams import LineTooLong, iter_lines
 from processors.base import Issue, Processor, Record, Sniffed
-from processors.fhir_common import shape_issues
+from processors.fhir_common import repeated_key_issue, shape_issues
+from processors.json_keys import repeated_key
 from processors.registry import register
 
 if TYPE_CHECKING:
@@ -53,6 +54,9 @@ class FhirNdjsonProcessor(Processor):
                     )
                     continue
                 issues = shape_issues(resource)
+                repeated = repeated_key(line, resource)
+                if repeated is not None:
+                    issues = [repeated_key_issue(repeated), *issues]
                 if issues:
                     yield Record(lineno, location, issues=issues)
                 else:

@@ -9,7 +9,8 @@ import orjson
 
 from dropzone.errors import FileRejected
 from processors.base import Processor, Record, Sniffed
-from processors.fhir_common import shape_issues
+from processors.fhir_common import repeated_key_issue, shape_issues
+from processors.json_keys import repeated_key
 from processors.registry import register
 
 if TYPE_CHECKING:
@@ -36,6 +37,9 @@ class FhirResourceProcessor(Processor):
         except orjson.JSONDecodeError:
             raise FileRejected("invalid_json", "the JSON document is malformed") from None
         issues = shape_issues(resource)
+        repeated = repeated_key(data, resource)
+        if repeated is not None:
+            issues = [repeated_key_issue(repeated), *issues]
         yield Record(1, "resource", resources=[] if issues else [resource], issues=issues)
 
     def write_rejects(self, indexes: set[int], out: BinaryIO) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from api_support import Harness, build
 
@@ -259,3 +260,37 @@ def test_a_slow_but_steady_upload_is_not_timed_out(api: Harness) -> None:
     assert time.monotonic() - started > TIMEOUT * 1.5  # longer in total than the timeout
     assert r.status_code == 202, r.text
     assert r.json()["size"] == len(line)
+
+
+# --- 4. repeated keys in one JSON object are rejected -------------------------------------------
+
+
+def test_repeated_json_keys_reject_the_record_naming_only_the_key(
+    zone: Path, tmp_path: Path, make_pipeline: Any
+) -> None:
+    """Defect: orjson kept the last of two "gender" keys and the record loaded as if valid."""
+    good = [orjson.loads(line) for line in PATIENT_LINES[:3]]
+    repeated = PATIENT_LINES[3].replace(
+        b'"resourceType"', b'"gender":"female","gender":"male","resourceType"', 1
+    )
+    spaced = b'{"resourceType" : "Patient", "id" : "spaced", "active" : true, "active" : false}'
+    escaped = b'{"resourceType": "Patient", "id": "esc", "name": [{"text": "a\\u0022: b"}]}'  # no repeat
+    lines = [orjson.dumps(r) for r in good] + [repeated, spaced, escaped]
+    drop(zone, "acme", _write(tmp_path / "dups.ndjson", b"\n".join(lines) + b"\n"))
+    (result,) = make_pipeline().drain()
+    assert result.counts.as_dict() == {"read": 6, "loaded": 4, "unchanged": 0, "rejected": 2}
+    report = _report(zone, result.report)
+    text = json.dumps(report)
+    assert "duplicate_key" in text and "'gender'" in text and "'active'" in text
+    assert "female" not in text and "male" not in text.replace("female", "")
+
+
+def test_a_single_resource_file_with_a_repeated_key_is_quarantined(
+    zone: Path, tmp_path: Path, make_pipeline: Any
+) -> None:
+    body = b'{"resourceType": "Patient", "id": "one", "birthDate": "1970-01-01", "birthDate": "1971-01-01"}'
+    drop(zone, "acme", _write(tmp_path / "one.json", body))
+    (result,) = make_pipeline().drain()
+    assert result.outcome is Outcome.QUARANTINED and result.counts.rejected == 1
+    text = json.dumps(_report(zone, result.report))
+    assert "duplicate_key" in text and "'birthDate'" in text and "1970" not in text
