@@ -31,7 +31,10 @@ class _Repeated(Exception):
 def repeated_key(raw: bytes, parsed: Any) -> str | None:
     """The first key that one object of ``raw`` repeats, or None. ``parsed`` is orjson's
     result for ``raw``."""
-    dumped = orjson.dumps(parsed)
+    try:
+        dumped = orjson.dumps(parsed)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (255): rejected later as too deep
+        return _first_repeated(raw)
     if not any(space in raw for space in _SPACES_BEFORE_COLON):
         if raw.count(_KEY_END) == dumped.count(_KEY_END):
             return None
@@ -53,6 +56,6 @@ def _first_repeated(raw: bytes) -> str | None:
         json.loads(raw, object_pairs_hook=unique)
     except _Repeated as found:
         return found.key
-    except ValueError:
+    except (ValueError, RecursionError):
         return None  # orjson accepted it; the standard parser's limits are not our verdict
     return None
