@@ -198,3 +198,21 @@ def test_mongo_refuses_reserved_or_invalid_collection_names(rtype: str) -> None:
     bad = ResourceWrite(rtype, "x", {"resourceType": rtype, "id": "x"}, "h")
     with pytest.raises(ValueError):
         store.resources.upsert("t1", [bad], "s")
+
+
+def test_a_retried_file_does_not_write_again_what_another_file_changed_since(any_store: Store) -> None:
+    """Found by the crash campaign: file A dies after storing p0, file B changes p0, A is resumed.
+    A's p0 is already in history as A's write: counted as loaded, not stored as a third version
+    that would put A's older content back over B's."""
+    male, female = patient("p0", "A"), patient("p0", "B")
+    any_store.resources.upsert("t1", [write(male)], "file-a")
+    any_store.resources.upsert("t1", [write(female)], "file-b")
+    resumed = any_store.resources.upsert("t1", [write(male), write(patient("p1"))], "file-a")
+    assert (resumed.loaded, resumed.unchanged) == (2, 0)
+    current = any_store.resources.get_document("t1", "Patient", "p0")
+    assert current["meta"]["versionId"] == "2" and current["name"] == [{"family": "B"}]
+    assert [h["meta"]["versionId"] for h in any_store.resources.history("t1", "Patient", "p0")] == ["1"]
+    # A third file sending A's content again is a real change: a new version.
+    again = any_store.resources.upsert("t1", [write(male)], "file-c")
+    assert again.loaded == 1
+    assert any_store.resources.get_document("t1", "Patient", "p0")["meta"]["versionId"] == "3"

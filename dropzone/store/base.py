@@ -85,6 +85,12 @@ class ResourceStore(ABC):
     def get_document(self, tenant: str, rtype: str, resource_id: str) -> dict[str, Any] | None: ...
 
     @abstractmethod
+    def written_by(
+        self, tenant: str, rtype: str, ids: Sequence[str], file_sha256: str
+    ) -> set[tuple[str, str]]:
+        """(id, hash) of the previous versions in history that the file ``file_sha256`` wrote."""
+
+    @abstractmethod
     def history(self, tenant: str, rtype: str, resource_id: str) -> list[dict[str, Any]]: ...
 
     @abstractmethod
@@ -126,6 +132,11 @@ class ResourceStore(ABC):
         A resource whose stored hash equals the new one is *unchanged*, unless the stored copy
         was written by this same file (a retry after a crash): then it counts as *loaded*, so a
         file finished by a second worker reports the same counts as an uninterrupted run.
+
+        A retried file also meets resources it wrote before it died that another file has
+        changed since (found by the crash campaign): its content is then in history, written by
+        this file, and writing it again would add a version and put the older content back over
+        the newer. It counts as *loaded* and nothing is written.
         """
         result = WriteResult()
         for rtype, group in _group_by_type(writes).items():
@@ -138,6 +149,7 @@ class ResourceStore(ABC):
                 now = utc_now_iso()
                 docs: list[dict[str, Any]] = []
                 history: list[tuple[str, int]] = []
+                earlier = self._earlier_writes(tenant, rtype, chunk, current, file_sha256)
                 for w in chunk:
                     before = current.get(w.id)
                     if before is not None and before.hash == w.hash:
@@ -146,6 +158,10 @@ class ResourceStore(ABC):
                             result.written.add((rtype, w.id))
                         else:
                             result.unchanged += 1
+                        continue
+                    if (w.id, w.hash) in earlier:
+                        result.loaded += 1
+                        result.written.add((rtype, w.id))
                         continue
                     version = 1 if before is None else before.version + 1
                     if before is not None:
@@ -162,6 +178,21 @@ class ResourceStore(ABC):
                 if docs:
                     self._write_documents(rtype, docs, history)
         return result
+
+    def _earlier_writes(
+        self,
+        tenant: str,
+        rtype: str,
+        chunk: list[ResourceWrite],
+        current: dict[str, Existing],
+        file_sha256: str | None,
+    ) -> set[tuple[str, str]]:
+        """Only resources that exist with another content can have been written earlier by this
+        file; a first load never pays for the lookup."""
+        if file_sha256 is None:
+            return set()
+        changed = [w.id for w in chunk if w.id in current and current[w.id].hash != w.hash]
+        return self.written_by(tenant, rtype, changed, file_sha256) if changed else set()
 
     def delete(self, tenant: str, rtype: str, resource_id: str) -> bool:
         """Remove the current version (kept in history). True if something was deleted."""

@@ -124,6 +124,19 @@ class MemoryResourceStore(ResourceStore):
             doc = self._blobs.get(rtype, {}).get(f"{tenant}/{resource_id}")
         return orjson.loads(doc) if doc is not None else None
 
+    def written_by(
+        self, tenant: str, rtype: str, ids: Sequence[str], file_sha256: str
+    ) -> set[tuple[str, str]]:
+        found = set()
+        with self._lock:
+            versions = {rid: list(self._history.get((rtype, f"{tenant}/{rid}"), ())) for rid in ids}
+        for rid, kept in versions.items():
+            for _version, blob in kept:
+                meta = orjson.loads(blob)[META_KEY]
+                if meta["file_sha256"] == file_sha256:
+                    found.add((rid, meta["hash"]))
+        return found
+
     def history(self, tenant: str, rtype: str, resource_id: str) -> list[dict[str, Any]]:
         with self._lock:
             versions = sorted(self._history.get((rtype, f"{tenant}/{resource_id}"), []))

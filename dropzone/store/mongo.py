@@ -117,6 +117,20 @@ class MongoResourceStore(ResourceStore):
         except PyMongoError as err:
             raise _translate(err) from err
 
+    def written_by(
+        self, tenant: str, rtype: str, ids: Sequence[str], file_sha256: str
+    ) -> set[tuple[str, str]]:
+        query = {
+            f"{META_KEY}.doc": {"$in": [f"{tenant}/{i}" for i in ids]},
+            f"{META_KEY}.type": rtype,
+            f"{META_KEY}.file_sha256": file_sha256,
+        }
+        try:
+            cursor = self._db[HISTORY].find(query, {"id": 1, f"{META_KEY}.hash": 1})
+            return {(doc["id"], doc[META_KEY]["hash"]) for doc in cursor}
+        except PyMongoError as err:
+            raise _translate(err) from err
+
     def history(self, tenant: str, rtype: str, resource_id: str) -> list[dict[str, Any]]:
         try:
             cursor = self._db[HISTORY].find(

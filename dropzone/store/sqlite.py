@@ -337,6 +337,21 @@ class SqliteResourceStore(ResourceStore):
         return _document(rows[0]) if rows else None
 
     @_translated
+    def written_by(
+        self, tenant: str, rtype: str, ids: Sequence[str], file_sha256: str
+    ) -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        for chunk in _chunks(list(ids)):
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.read(
+                f"SELECT id, hash FROM history WHERE tenant = ? AND type = ? AND id IN ({marks}) "
+                "AND file_sha256 = ?",
+                (tenant, rtype, *chunk, file_sha256),
+            )
+            found.update((rid, digest) for rid, digest in rows)
+        return found
+
+    @_translated
     def history(self, tenant: str, rtype: str, resource_id: str) -> list[dict[str, Any]]:
         rows = self._db.read(
             f"SELECT {_COLUMNS} FROM history WHERE tenant = ? AND type = ? AND id = ? ORDER BY version",
