@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, TypeVar
 
@@ -18,6 +19,9 @@ _REGISTRY: dict[str, type[Processor]] = {}
 _BUILTIN_MODULES = ("processors.fhir_ndjson", "processors.fhir_resource", "processors.fhir_bundle")
 ENTRY_POINT_GROUP = "dropzone.processors"
 _loaded = False
+# Two pipelines' first files can arrive together (threads of `dropzone api`, tests): one loads,
+# the other waits, instead of seeing a half-filled registry and quarantining with no_processor.
+_load_lock = threading.Lock()
 
 P = TypeVar("P", bound=type[Processor])
 
@@ -35,14 +39,17 @@ def _load() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
-    for module in _BUILTIN_MODULES + _optional_builtins():
-        importlib.import_module(module)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            register(ep.load())
-        except Exception:  # a broken third-party plug-in must not stop the service
-            _log.exception("processor.plugin_failed", extra={"dz_fields": {"entry_point": ep.name}})
+    with _load_lock:
+        if _loaded:
+            return
+        for module in _BUILTIN_MODULES + _optional_builtins():
+            importlib.import_module(module)
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                register(ep.load())
+            except Exception:  # a broken third-party plug-in must not stop the service
+                _log.exception("processor.plugin_failed", extra={"dz_fields": {"entry_point": ep.name}})
+        _loaded = True
 
 
 def _optional_builtins() -> tuple[str, ...]:

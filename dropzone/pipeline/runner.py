@@ -308,7 +308,10 @@ class Pipeline:
             except LeaseLost:
                 event(_log, "file.lease_lost", logging.WARNING, key=file.key)
                 return None
-            except TransientError:
+            except Exception:
+                # Any failed attempt (transient, disk full writing the report, a bug) hands the
+                # lease back, so the retry does not wait out lease_seconds; after ``complete``
+                # this is a no-op.
                 self.store.ledger.release(claim)
                 raise
 
@@ -488,7 +491,15 @@ class Pipeline:
         if not self.store.ledger.complete(claim, outcome.value, destination):
             event(_log, "file.lease_lost", logging.WARNING, key=file.key)
             return None
-        moved_to = self.source.move(file, destination)
+        try:
+            moved_to = self.source.move(file, destination)
+        except SourceFileGone:
+            # The sender (or an operator) removed the file after we read it: its effect is
+            # done, but the ledger must not name a destination that holds nothing.
+            record.update(destination=None, source_gone=True)
+            self.store.ledger.save_file(record)
+            event(_log, "file.source_gone", logging.WARNING, key=file.key, outcome=outcome.value)
+            raise
         self.store.ledger.mark_moved(claim.key)
         if moved_to != destination:
             record["destination"] = moved_to
