@@ -31,10 +31,12 @@ from processors.fhir_common import (
     FHIR_ID,
     RESOURCE_TYPE,
     deterministic_id,
+    repeated_key_issue,
     rewrite_references,
     shape_issues,
     unresolved_uuid_references,
 )
+from processors.json_keys import KeyTrackingDict, items_noting_repeated_keys
 from processors.registry import register
 
 if TYPE_CHECKING:
@@ -86,11 +88,20 @@ class FhirBundleProcessor(Processor):
         return self.bundle_type == "transaction"
 
     def _entries(self) -> Iterator[tuple[int, Any]]:
+        """Entries in file order; keys an entry repeats are kept in ``self._repeated``."""
+        self._repeated: dict[int, list[str]] = {}
         with self.context.open_payload() as stream:
+            items = ijson.items(stream, "entry.item", use_float=True, map_type=KeyTrackingDict)
             try:
-                yield from enumerate(ijson.items(stream, "entry.item", use_float=True))
+                for index, (entry, repeated) in enumerate(items_noting_repeated_keys(items)):
+                    if repeated:
+                        self._repeated[index] = repeated
+                    yield index, entry
             except ijson.JSONError:
                 raise FileRejected("invalid_json", "the Bundle is malformed") from None
+
+    def _repeated_key_issues(self, index: int) -> list[Issue]:
+        return [repeated_key_issue(key) for key in self._repeated.get(index, ())[:1]]
 
     def records(self) -> Iterator[Record]:
         btype = self.bundle_type
@@ -142,7 +153,7 @@ class FhirBundleProcessor(Processor):
         if resource.get("id") is None and isinstance(full_url, str) and full_url in mapping:
             resource = {**resource, "id": mapping[full_url].rsplit("/", 1)[1]}
         resource, _ = rewrite_references(resource, mapping)
-        issues = shape_issues(resource)
+        issues = self._repeated_key_issues(index) + shape_issues(resource)
         return Record(index, location, resources=[] if issues else [resource], issues=issues)
 
     # -- transaction / batch ---------------------------------------------------------------------
@@ -153,6 +164,7 @@ class FhirBundleProcessor(Processor):
         mapping: dict[str, str] = {}
         for index, entry in self._entries():
             plan = self._plan_entry(index, entry, tenant)
+            plan.issues[:0] = self._repeated_key_issues(index)
             plans[index] = plan
             full_url = entry.get("fullUrl") if isinstance(entry, dict) else None
             if isinstance(full_url, str) and plan.rtype and plan.rid and plan.method in ("POST", "PUT"):

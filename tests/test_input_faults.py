@@ -294,3 +294,39 @@ def test_a_single_resource_file_with_a_repeated_key_is_quarantined(
     assert result.outcome is Outcome.QUARANTINED and result.counts.rejected == 1
     text = json.dumps(_report(zone, result.report))
     assert "duplicate_key" in text and "'birthDate'" in text and "1970" not in text
+
+
+@pytest.mark.parametrize("bundle_type", ["collection", "batch", "transaction"])
+def test_a_repeated_key_in_a_bundle_entry_rejects_that_entry(
+    zone: Path, tmp_path: Path, make_pipeline: Any, bundle_type: str
+) -> None:
+    good = orjson.loads(PATIENT_LINES[0])
+    bad = PATIENT_LINES[1].replace(
+        b'"resourceType"', b'"gender":"other","gender":"unknown","resourceType"', 1
+    )
+    request = b', "request": {"method": "PUT", "url": "Patient/%s"}'
+    entries = [
+        b'{"resource": '
+        + orjson.dumps(good)
+        + (request % good["id"].encode() if bundle_type != "collection" else b"")
+        + b"}",
+        b'{"resource": '
+        + bad
+        + (request % orjson.loads(bad)["id"].encode() if bundle_type != "collection" else b"")
+        + b"}",
+    ]
+    body = b'{"resourceType": "Bundle", "type": "%s", "entry": [%s]}' % (
+        bundle_type.encode(),
+        b", ".join(entries),
+    )
+    drop(zone, "acme", _write(tmp_path / "bundle.json", body))
+    store = MemoryStore()
+    (result,) = make_pipeline(store).drain()
+    text = json.dumps(_report(zone, result.report))
+    assert "duplicate_key" in text and "'gender'" in text and "unknown" not in text
+    assert "entry 1" in text
+    if bundle_type == "transaction":  # all or nothing
+        assert result.outcome is Outcome.QUARANTINED and store.resources.counts() == {}
+    else:
+        assert (result.counts.loaded, result.counts.rejected) == (1, 1)
+        assert store.resources.get("acme", "Patient", good["id"]) is not None
