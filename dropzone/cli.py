@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -40,8 +41,20 @@ from processors.csv_claims.cli import check_mappings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SOME_REJECTED = 0, 1, 2, 3
 _log = logging.getLogger("dropzone.cli")
-stdout = Console()
-stderr = Console(stderr=True)
+
+
+def _console(to_stderr: bool = False) -> Console:
+    """Rich assumes 80 columns when the output is not a terminal (CI logs, `| tee`, cron mail),
+    which folded every name; there, lines may be as wide as their content (up to 240) unless
+    COLUMNS says otherwise."""
+    console = Console(stderr=to_stderr)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=to_stderr, width=240)
+    return console
+
+
+stdout = _console()
+stderr = _console(to_stderr=True)
 
 
 class Context:
@@ -56,7 +69,7 @@ class Context:
         try:
             settings = load_settings(self.config_dir, **overrides)
         except UsageError as err:
-            stderr.print(f"[red]error:[/] {err}")
+            _say_error(str(err))
             sys.exit(EXIT_USAGE)
         log.configure(self.log_format or settings.logging.format, self.log_level or settings.logging.level)
         return settings
@@ -281,7 +294,9 @@ def replay(obj: Context, path: str, zone: str | None) -> None:
             raise UsageError(f"nothing at {key}") from None
         if service.source.exists(report_key):
             service.source.move_key(report_key, f"{report_key}.replayed")
-        stdout.print(f"moved {key} -> {moved}; `dropzone run` will process it again")
+        stdout.print(
+            f"moved {escape(key)} -> {escape(moved)}; `dropzone run` will process it again", soft_wrap=True
+        )
 
 
 @main.command()
@@ -312,7 +327,9 @@ def demo(obj: Context, zone: str | None, as_json: bool) -> None:
             service.pipeline.progress = progress.records if progress else None
             results = watcher.drain_once()
         if not as_json:
-            stdout.print(f"Demo drop zone: {folder}  (look in archived/ and quarantine/)")
+            stdout.print(
+                f"Demo drop zone: {escape(str(folder))}  (look in archived/ and quarantine/)", soft_wrap=True
+            )
         _finish(service, results, as_json)
 
 
@@ -394,24 +411,17 @@ def _finish(service: Service, results: list[FileResult], as_json: bool) -> None:
     if as_json:
         _print_json({"files": [r.summary() for r in results], "resources": counts})
     else:
-        table = Table(
-            "file",
-            "tenant",
-            "outcome",
-            "read",
-            "loaded",
-            "unchanged",
-            "rejected",
-            "reason",
-            title=f"{len(results)} file(s)",
-        )
+        table = Table(title=f"{len(results)} file(s)")
+        for name in ("file", "tenant", "outcome", "read", "loaded", "unchanged", "rejected", "reason"):
+            # fold, never cut: `Practit…` twice said nothing about which file it was.
+            table.add_column(name, overflow="fold")
         for r in results:
             style = {"archived": "green", "duplicate": "cyan", "partial": "yellow"}.get(
                 r.outcome.value, "red"
             )
             table.add_row(
-                r.name,
-                r.tenant,
+                escape(r.name),
+                escape(r.tenant),
                 f"[{style}]{r.outcome.value}[/]",
                 str(r.counts.read),
                 str(r.counts.loaded),
@@ -422,7 +432,7 @@ def _finish(service: Service, results: list[FileResult], as_json: bool) -> None:
         stdout.print(table)
         for r in results:
             if r.report:
-                stdout.print(f"report for {r.name}: {r.report}", soft_wrap=True)
+                stdout.print(f"report for {escape(r.name)}: {escape(r.report)}", soft_wrap=True)
         _print_resources(counts)
         if not service.store.persistent:
             stdout.print(
@@ -531,15 +541,21 @@ def _install_signal_handlers(stop: threading.Event, service: Service) -> None:
 main.add_command(sftp_config)
 
 
+def _say_error(message: str) -> None:
+    """Never hard-wrapped (a suggested command must stay one line to copy it) and never read as
+    markup (paths and names may hold brackets)."""
+    stderr.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+
+
 @contextlib.contextmanager
 def _handle_errors() -> Iterator[None]:
     try:
         yield
     except UsageError as err:
-        stderr.print(f"[red]error:[/] {err}")
+        _say_error(str(err))
         sys.exit(EXIT_USAGE)
     except DropzoneError as err:
-        stderr.print(f"[red]error:[/] {type(err).__name__}: {err}")
+        _say_error(f"{type(err).__name__}: {err}")
         sys.exit(EXIT_FAILED)
     except Exception as err:
         # A bug: one structured event (JSON in JSON mode), the traceback only at DEBUG, and not

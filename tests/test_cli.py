@@ -228,3 +228,25 @@ def test_a_bug_escaping_a_command_is_one_event_and_exit_1(
     events = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
     (failed,) = [e for e in events if e["event"] == "cli.failed"]
     assert failed["error_type"] == "RuntimeError" and failed["level"] == "error"
+
+
+def test_error_messages_are_one_line_and_never_markup(tmp_path: Path) -> None:
+    """Rich hard-wrapped at 80 columns (a suggested command split in two) and read `[x]` as markup."""
+    missing = tmp_path / ("a-rather-long-folder-name-" * 4) / "[bold]not-there"
+    result = cli(
+        "run", "--once", "--zone", str(tmp_path / "zone"), env={"DROPZONE_PIPELINE__TEMP_DIR": str(missing)}
+    )
+    assert result.returncode == 2
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert str(missing) in line and len(line) > 120  # the whole path, on one line, brackets kept
+
+
+def test_the_summary_table_folds_names_and_shows_brackets(tmp_path: Path) -> None:
+    source = tmp_path / "lab[red]results-with-a-long-name-that-does-not-fit.ndjson"
+    shutil.copyfile(BULK / "Patient.000.ndjson", source)
+    result = cli("ingest", str(source), "--tenant", "acme", "--zone", str(tmp_path / "zone"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "…" not in result.stdout  # nothing cut
+    (row,) = [line for line in result.stdout.splitlines() if "lab[red]" in line]
+    assert "lab[red]results-with-a-long-name-that-does-not-fit.ndjson" in row
+    assert "unchanged" in result.stdout  # headers whole too
