@@ -148,6 +148,9 @@ def ingest(obj: Context, files: tuple[Path, ...], tenant: str, zone: str | None,
     if not TENANT_NAME.match(tenant):
         raise click.BadParameter("lower-case letters, digits, '.', '_' or '-'", param_hint="--tenant")
     settings = obj.settings(zone=zone)
+    if settings.tenant(tenant) is None:  # refuse now, not after copying and quarantining
+        _say_error(settings.why_not_tenant(tenant))
+        sys.exit(EXIT_USAGE)
     with _handle_errors(), open_service(settings) as service:
         stop = threading.Event()
         _install_signal_handlers(stop, service)

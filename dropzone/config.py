@@ -213,6 +213,20 @@ class Settings(_Strict):
             return TenantSettings(name=name)
         return None
 
+    def why_not_tenant(self, name: str | None) -> str:
+        """Why ``name`` (a folder under incoming/) is not a tenant here, in words that say what to
+        change: the usual causes are a capital letter and a tenant not declared."""
+        if not name:
+            return "files were dropped directly into incoming/; put them in incoming/<tenant>/"
+        if not TENANT_NAME.match(name):
+            lower = name.lower()
+            if TENANT_NAME.match(lower) and self.tenant(lower) is not None:
+                return f"tenant names are lower-case: use incoming/{lower}/ (not incoming/{name}/)"
+            return "not a valid tenant name (lower-case letters, digits, '.', '_' or '-', at most 63)"
+        return f"tenant '{name}' is not declared in config/tenants/ and allow_undeclared_tenants is false" + (
+            f" (declared: {', '.join(sorted(self.tenants))})" if self.tenants else ""
+        )
+
     def policy_for(self, tenant: str) -> Policy:
         declared = self.tenants.get(tenant)
         return (declared.policy if declared and declared.policy else None) or self.pipeline.policy

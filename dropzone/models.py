@@ -81,7 +81,10 @@ class FileResult:
         return {
             "name": self.name,
             "tenant": self.tenant,
+            "key": self.key,  # two files of one name in different folders stay apart
             "outcome": self.outcome.value,
             "records": self.counts.as_dict(),
+            "reason": self.reason,
+            "destination": self.destination,
             "report": self.report,
         }

@@ -54,7 +54,8 @@ def test_ingest_json_summary_and_exit_codes(tmp_path: Path) -> None:
     assert set(summary) == {"files", "resources"}
     assert summary["resources"] == {"Condition": 555, "Patient": 13}
     for item in summary["files"]:
-        assert set(item) == {"name", "tenant", "outcome", "records", "report"}
+        assert set(item) == {"name", "tenant", "key", "outcome", "records", "reason", "destination", "report"}
+        assert item["key"] == f"incoming/acme/{item['name']}" and item["destination"].startswith("archived/acme/")
         assert item["outcome"] == "archived" and item["report"] is None and item["tenant"] == "acme"
         assert set(item["records"]) == {"read", "loaded", "unchanged", "rejected"}
 
@@ -250,3 +251,33 @@ def test_the_summary_table_folds_names_and_shows_brackets(tmp_path: Path) -> Non
     (row,) = [line for line in result.stdout.splitlines() if "lab[red]" in line]
     assert "lab[red]results-with-a-long-name-that-does-not-fit.ndjson" in row
     assert "unchanged" in result.stdout  # headers whole too
+
+
+def _declared_config(tmp_path: Path) -> Path:
+    config = tmp_path / "config"
+    (config / "tenants").mkdir(parents=True)
+    (config / "dropzone.yaml").write_text("allow_undeclared_tenants: false\n")
+    (config / "tenants" / "acme.yaml").write_text("display_name: Acme Health\n")
+    return config
+
+
+def test_ingest_for_an_undeclared_tenant_is_refused_before_copying(tmp_path: Path) -> None:
+    zone = tmp_path / "zone"
+    args = ("--config", str(_declared_config(tmp_path)), "ingest", str(BULK / "Patient.000.ndjson"))
+    result = cli(*args, "--tenant", "acmee", "--zone", str(zone), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "tenant 'acmee' is not declared" in result.stderr and "(declared: acme)" in result.stderr
+    assert not (zone / "incoming").exists() or not any((zone / "incoming").rglob("*.ndjson"))
+
+
+def test_a_capitalised_tenant_folder_is_told_to_use_lower_case(tmp_path: Path) -> None:
+    zone = tmp_path / "zone"
+    (zone / "incoming" / "Acme").mkdir(parents=True)
+    shutil.copyfile(BULK / "Patient.000.ndjson", zone / "incoming" / "Acme" / "p.ndjson")
+    result = cli("--config", str(_declared_config(tmp_path)), "run", "--once", "--zone", str(zone), "--json")
+    assert result.returncode == 3
+    (item,) = json.loads(result.stdout)["files"]
+    assert item["key"] == "incoming/Acme/p.ndjson" and item["reason"] == "unknown_tenant"
+    assert item["destination"] == item["report"].removesuffix(".error.json")
+    report = json.loads((zone / item["report"]).read_text())
+    assert "use incoming/acme/" in report["error"]["message"]

@@ -332,11 +332,7 @@ class Pipeline:
         processor: Processor | None = None
         load: LoadResult | None = None
         if tenant is None:
-            error = Issue(
-                "unknown_tenant",
-                "the tenant folder is not declared in config/tenants/ "
-                "(or files were dropped directly into incoming/)",
-            )
+            error = Issue("unknown_tenant", self.settings.why_not_tenant(file.tenant))
         else:
             try:
                 sniffed = sniff(path, self.settings.pipeline, name=file.name)
