@@ -45,6 +45,9 @@ class StoreSettings(_Strict):
         default=None, description="MongoDB connection string; unset = embedded SQLite store"
     )
     database: str = Field(default="dropzone", min_length=1)
+    connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=300, description="how long to look for the MongoDB server before giving up"
+    )
     batch_size: int = Field(default=1000, ge=1, le=100_000)
 
 

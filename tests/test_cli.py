@@ -55,7 +55,9 @@ def test_ingest_json_summary_and_exit_codes(tmp_path: Path) -> None:
     assert summary["resources"] == {"Condition": 555, "Patient": 13}
     for item in summary["files"]:
         assert set(item) == {"name", "tenant", "key", "outcome", "records", "reason", "destination", "report"}
-        assert item["key"] == f"incoming/acme/{item['name']}" and item["destination"].startswith("archived/acme/")
+        assert item["key"] == f"incoming/acme/{item['name']}" and item["destination"].startswith(
+            "archived/acme/"
+        )
         assert item["outcome"] == "archived" and item["report"] is None and item["tenant"] == "acme"
         assert set(item["records"]) == {"read", "loaded", "unchanged", "rejected"}
 
@@ -281,3 +283,20 @@ def test_a_capitalised_tenant_folder_is_told_to_use_lower_case(tmp_path: Path) -
     assert item["destination"] == item["report"].removesuffix(".error.json")
     report = json.loads((zone / item["report"]).read_text())
     assert "use incoming/acme/" in report["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("uri", "said"),
+    [
+        ("mongodb://dz:s3cret-pw@127.0.0.1:1/?authSource=admin", "cannot reach MongoDB at 127.0.0.1:1"),
+        ("mongodb://dz:s3cret-pw@host:notaport/", "not a valid MongoDB connection string"),
+    ],
+)
+def test_a_wrong_mongodb_uri_says_where_and_why_without_the_password(
+    tmp_path: Path, uri: str, said: str
+) -> None:
+    env = {"MONGODB_URI": uri, "DROPZONE_STORE__CONNECT_TIMEOUT_SECONDS": "0.5"}
+    result = cli("status", "--zone", str(tmp_path / "zone"), env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert said in result.stderr and "s3cret-pw" not in result.stderr + result.stdout
+    assert "check" in result.stderr or "expected mongodb://" in result.stderr

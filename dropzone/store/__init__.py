@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dropzone.config import Settings
-from dropzone.errors import ConfigError
+from dropzone.errors import ConfigError, StoreUnavailable
 from dropzone.store.base import Store
 
 DATABASE_FOLDER = ".dropzone"
@@ -47,8 +47,15 @@ def open_store(settings: Settings) -> Store:
     uri = settings.store.mongodb_uri
     if uri is None:
         raise ConfigError("store.kind is mongodb but no MONGODB_URI (or store.mongodb_uri) is set")
-    from dropzone.store.mongo import MongoStore
+    from dropzone.store.mongo import MongoStore, describe_connection_failure
 
-    store = MongoStore(uri.get_secret_value(), settings.store.database)
-    store.resources.ensure_indexes()
+    secret = uri.get_secret_value()
+    try:
+        store = MongoStore(
+            secret, settings.store.database, connect_timeout_seconds=settings.store.connect_timeout_seconds
+        )
+        store.resources.ensure_indexes()
+    except (StoreUnavailable, ValueError) as err:  # pymongo raises ValueError for some bad URIs
+        # ``from None``: the driver's exception may quote the URI, password included.
+        raise ConfigError(describe_connection_failure(secret, err.__cause__ or err)) from None
     return store

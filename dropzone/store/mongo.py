@@ -44,6 +44,38 @@ def _translate(err: PyMongoError) -> StoreUnavailable:
     return StoreUnavailable(f"MongoDB: {err.__class__.__name__}")
 
 
+def describe_connection_failure(uri: str, err: BaseException) -> str:
+    """Why the store could not be opened at start-up, for people: the hosts (never the user or
+    password), the driver's reason with any secret removed, and what to check."""
+    from pymongo import uri_parser
+
+    try:
+        hosts = ", ".join(f"{host}:{port}" for host, port in uri_parser.parse_uri(uri)["nodelist"])
+    except Exception as parse_error:
+        return (
+            f"MONGODB_URI is not a valid MongoDB connection string ({_redacted(str(parse_error), uri)}); "
+            "expected mongodb://[user:password@]host[:port][/?options] or mongodb+srv://"
+        )
+    reason = _redacted(str(err), uri).split(", Timeout:")[0][:300]
+    return (
+        f"cannot reach MongoDB at {hosts} ({type(err).__name__}: {reason}); check that the server runs, "
+        "that this machine can reach that host and port, and the credentials in MONGODB_URI"
+    )
+
+
+def _redacted(text: str, uri: str) -> str:
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        parts = urlsplit(uri)
+        secrets = [parts.password] if parts.password else []
+    except ValueError:
+        secrets = []
+    for secret in secrets + [unquote(s) for s in secrets]:
+        text = text.replace(secret, "***")
+    return text.replace(uri, "<MONGODB_URI>")
+
+
 class MongoResourceStore(ResourceStore):
     def __init__(self, db: Any) -> None:
         self._db = db
@@ -323,10 +355,19 @@ class MongoLedger(Ledger):
 class MongoStore(Store):
     persistent = True
 
-    def __init__(self, uri: str | None = None, database: str = "dropzone", client: Any = None) -> None:
+    def __init__(
+        self,
+        uri: str | None = None,
+        database: str = "dropzone",
+        client: Any = None,
+        connect_timeout_seconds: float = 5.0,
+    ) -> None:
+        timeout_ms = int(connect_timeout_seconds * 1000)
         try:
             self._client = (
-                client if client is not None else pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000)
+                client
+                if client is not None
+                else pymongo.MongoClient(uri, serverSelectionTimeoutMS=timeout_ms)
             )
             db = self._client[database]
         except PyMongoError as err:
