@@ -49,7 +49,15 @@ if str(REPO) not in sys.path:  # run as a plain script from a checkout
 
 from dropzone.store.sqlite import SqliteStore  # noqa: E402
 
-SAMPLES = Path("/work/shared/samples/smart-bulk-fhir-10-patients")
+# ../shared/samples next to the checkout (the layout of our machines and CI), else the usual place.
+SAMPLES = next(
+    (
+        folder / "smart-bulk-fhir-10-patients"
+        for folder in (REPO.parent / "shared" / "samples", Path("/work/shared/samples"))
+        if folder.is_dir()
+    ),
+    REPO.parent / "shared" / "samples" / "smart-bulk-fhir-10-patients",
+)
 TENANT = "crash"
 # Six types, two files each, so every type can send some ids in both of its files.
 TYPES = ("Procedure", "Encounter", "Condition", "Patient", "MedicationRequest", "DocumentReference")
