@@ -411,8 +411,12 @@ def _count_progress(as_json: bool, label: str, total: int | None) -> Iterator[Ca
 def _finish(service: Service, results: list[FileResult], as_json: bool) -> None:
     tenants = sorted({r.tenant for r in results})
     counts = service.store.resources.counts(tenants) if tenants else {}
+    unfinished = [{"key": key, "code": code} for key, code in sorted(service.pipeline.unfinished.items())]
     if as_json:
-        _print_json({"files": [r.summary() for r in results], "resources": counts})
+        payload: dict[str, Any] = {"files": [r.summary() for r in results], "resources": counts}
+        if unfinished:
+            payload["unfinished"] = unfinished
+        _print_json(payload)
     else:
         table = Table(title=f"{len(results)} file(s)")
         for name in ("file", "tenant", "outcome", "read", "loaded", "unchanged", "rejected", "reason"):
@@ -441,6 +445,10 @@ def _finish(service: Service, results: list[FileResult], as_json: bool) -> None:
             stdout.print(
                 "[yellow]In-memory store (store.kind: memory): nothing persists after this command.[/]"
             )
+    for item in unfinished:
+        _say_error(f"{item['key']} could not be finished ({item['code']}); it stays in incoming/ for a retry")
+    if unfinished:
+        sys.exit(EXIT_FAILED)
     rejected = any(r.outcome in (Outcome.PARTIAL, Outcome.QUARANTINED) for r in results)
     sys.exit(EXIT_SOME_REJECTED if rejected else EXIT_OK)
 

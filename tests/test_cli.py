@@ -300,3 +300,32 @@ def test_a_wrong_mongodb_uri_says_where_and_why_without_the_password(
     assert result.returncode == 2
     assert said in result.stderr and "s3cret-pw" not in result.stderr + result.stdout
     assert "check" in result.stderr or "expected mongodb://" in result.stderr
+
+
+def test_a_file_that_could_not_be_finished_is_said_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the failed attempt returned nothing, so `ingest` printed no row and exited 0."""
+    from click.testing import CliRunner
+
+    import dropzone.cli as cli_module
+    from dropzone.pipeline import runner
+
+    real_sha = runner.sha256_file
+
+    def unreadable(path: Path) -> str:
+        if path.name.startswith("Patient"):
+            raise PermissionError(13, "Permission denied")
+        return real_sha(path)
+
+    monkeypatch.setattr(runner, "sha256_file", unreadable)
+    files = [str(BULK / "Patient.000.ndjson"), str(BULK / "Device.000.ndjson")]
+    args = ["ingest", *files, "--tenant", "acme", "--zone", str(tmp_path / "zone"), "--json"]
+    env = {"DROPZONE_PIPELINE__VALIDATION_WORKERS": "0", "DROPZONE_STORE__KIND": "memory"}
+    result = CliRunner().invoke(cli_module.main, args, env=env)
+    assert result.exit_code == 1
+    summary = json.loads(next(line for line in result.output.splitlines() if line.startswith('{"files"')))
+    assert [f["name"] for f in summary["files"]] == ["Device.000.ndjson"]
+    assert summary["unfinished"] == [{"key": "incoming/acme/Patient.000.ndjson", "code": "permission_denied"}]
+    assert "stays in incoming/ for a retry" in result.output
+    assert (tmp_path / "zone" / "incoming" / "acme" / "Patient.000.ndjson").is_file()

@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from dropzone.config import Settings, TenantSettings
-from dropzone.errors import DropzoneError, FileRejected, SourceFileGone, TransientError
+from dropzone.errors import (
+    DropzoneError,
+    FileRejected,
+    SourceFileGone,
+    SourceUnavailable,
+    StoreUnavailable,
+    TransientError,
+)
 from dropzone.log import event
 from dropzone.models import Counts, FileResult, IncomingFile, Outcome
 from dropzone.pipeline.gctune import tune_gc
@@ -62,6 +69,12 @@ def fault_code(err: BaseException) -> str:
             errno.ENOSPC: "disk_full",
             errno.EDQUOT: "disk_full",
         }.get(err.errno or 0, "os_error")
+    if isinstance(err, StoreUnavailable):
+        return "store_unavailable"
+    if isinstance(err, SourceUnavailable):
+        return "source_unavailable"
+    if isinstance(err, TransientError):
+        return "transient"
     return "internal_error"
 
 
@@ -91,6 +104,9 @@ class Pipeline:
         self.last_times: dict[str, float] = {}
         # Per key: (size, mtime) of the content that failed, and how many attempts in a row failed.
         self._failures: dict[str, tuple[tuple[int, float], int]] = {}
+        # Keys whose last attempt here ended without an outcome (a fault; they stay in incoming/
+        # for a retry) -> the fault's code: one-shot commands report them and exit 1.
+        self.unfinished: dict[str, str] = {}
         # Set to abandon the file in progress (SIGTERM): its lease is released, it stays in incoming/.
         self.cancel = threading.Event()
 
@@ -121,6 +137,7 @@ class Pipeline:
         started = time.monotonic()
         tenant = self.settings.tenant(file.tenant) if file.tenant else None
         ledger_tenant = tenant.name if tenant else UNKNOWN_TENANT
+        self.unfinished.pop(file.key, None)
         try:
             with self.source.local_copy(file) as path:
                 sha = sha256_file(path)
@@ -148,6 +165,7 @@ class Pipeline:
                 error_type=type(err).__name__,
                 error=str(err),
             )
+            self.unfinished[file.key] = fault_code(err)
             return None
         except Exception as err:  # a fault of the machine or a bug: this file's attempt ends, not the service
             return self._attempt_failed(file, ledger_tenant, err)
@@ -179,10 +197,12 @@ class Pipeline:
         # The traceback only at DEBUG: one structured event is what operators and log shippers get.
         event(_log, "file.attempt_failed", logging.ERROR, exc_info=_log.isEnabledFor(logging.DEBUG), **fields)
         if failures < limit:
+            self.unfinished[file.key] = code
             return None
         try:
             return self._give_up(file, tenant, code, err, failures)
-        except Exception as final:  # even quarantine failed (disk full): keep the file, try later
+        except Exception as final:
+            self.unfinished[file.key] = code  # even quarantine failed (disk full): keep the file, try later
             event(
                 _log,
                 "file.quarantine_failed",
