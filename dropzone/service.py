@@ -59,6 +59,7 @@ def open_service(settings: Settings, store: Store | None = None) -> Iterator[Ser
         source = open_source(settings.zone, settings)
         with contextlib.ExitStack() as stack:
             stack.callback(source.close)
+            source.check()
             if not store.persistent:
                 if isinstance(source, FolderSource):
                     stack.enter_context(exclusive_zone(Path(source.root)))
@@ -91,6 +92,7 @@ def open_store_and_source(settings: Settings) -> Iterator[tuple[Store, Source]]:
         source = open_source(settings.zone, settings)
         event(_log, "store.opened", zone=source.url, store=store.description)
         try:
+            source.check()
             yield store, source
         finally:
             source.close()

@@ -347,3 +347,19 @@ def test_sse_kms_key_applies_to_what_dropzone_writes(mock_s3: Any) -> None:
     head = mock_s3.head_object(Bucket=BUCKET, Key="quarantine/acme/r.error.json")
     assert head["ServerSideEncryption"] == "aws:kms"
     assert head["SSEKMSKeyId"].endswith("alias/dropzone")
+
+
+def test_a_zone_on_a_missing_bucket_is_a_configuration_error(mock_s3: Any, tmp_path: Path) -> None:
+    """Before: exit 1 and a bare 404; now exit 2 (ConfigError) naming the bucket."""
+    from dropzone.config import load_settings
+    from dropzone.errors import ConfigError
+    from dropzone.service import open_store_and_source
+
+    settings = load_settings(
+        config_dir=None, env={"DROPZONE_STORE__KIND": "memory"}, zone="s3://no-such-bucket/partners"
+    )
+    with (
+        pytest.raises(ConfigError, match="the bucket no-such-bucket does not exist"),
+        open_store_and_source(settings),
+    ):
+        pass

@@ -150,6 +150,10 @@ class Source(ABC):
         recorded (``processed``) or when it was skipped or left for later (not ``processed``).
         Event-driven sources delete or release the notification here; the default does nothing."""
 
+    def check(self) -> None:
+        """Raise ConfigError (exit 2) when the zone cannot be what its URL says (a bucket that
+        does not exist); called when a command opens the zone. The default checks nothing."""
+
     def start(self) -> None:
         """Begin watching (threads, connections). Called once before ``wait_for_activity``."""
 

@@ -33,7 +33,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from dropzone.errors import SourceFileGone, SourceUnavailable
+from dropzone.errors import ConfigError, SourceFileGone, SourceUnavailable
 from dropzone.log import event
 from dropzone.models import IncomingFile
 from dropzone.sources.base import INCOMING, Source, is_temporary_name, with_suffix_number
@@ -42,6 +42,7 @@ from dropzone.sources.s3_client import (
     PRECONDITION,
     UNSUPPORTED,
     Pin,
+    error_code,
     etag_of,
     http_status,
     is_bad_version,
@@ -496,11 +497,26 @@ class S3Source(Source):
             return None
         return None if is_temporary_name(key[len(INCOMING) + 1 :]) else key
 
-    def start(self) -> None:
+    def check(self) -> None:
         try:
             self._s3.head_bucket(Bucket=self.bucket)
-        except (ClientError, BotoCoreError) as err:
+        except ClientError as err:
+            status = str(http_status(err))
+            if status == "404" or error_code(err) == "NoSuchBucket":
+                raise ConfigError(
+                    f"the bucket {self.bucket} does not exist (check the zone URL {self.url} and the region)"
+                ) from None
+            if status == "403":
+                raise ConfigError(
+                    f"access to the bucket {self.bucket} is denied: check the AWS credentials and the "
+                    "bucket policy"
+                ) from None
             raise self._unavailable("open bucket", err) from err
+        except BotoCoreError as err:
+            raise self._unavailable("open bucket", err) from err
+
+    def start(self) -> None:
+        self.check()
 
     def wait_for_activity(self, timeout: float, stop: threading.Event) -> set[str]:
         if self._queue is None:
