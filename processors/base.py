@@ -102,6 +102,9 @@ class Processor(ABC):
     rejects_extension: ClassVar[str] = "ndjson"
     #: Higher wins when several processors accept the same file.
     priority: ClassVar[int] = 0
+    #: True for files that carry no data by design (a Bulk Data export log): with no records
+    #: read they are archived, where any other processor's empty file is quarantined.
+    informational: ClassVar[bool] = False
 
     def __init__(self, context: ProcessorContext) -> None:
         self.context = context

@@ -16,7 +16,12 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("dropzone.processors")
 _REGISTRY: dict[str, type[Processor]] = {}
-_BUILTIN_MODULES = ("processors.fhir_ndjson", "processors.fhir_resource", "processors.fhir_bundle")
+_BUILTIN_MODULES = (
+    "processors.fhir_ndjson",
+    "processors.fhir_resource",
+    "processors.fhir_bundle",
+    "processors.bulk_export_log",
+)
 ENTRY_POINT_GROUP = "dropzone.processors"
 _loaded = False
 # Two pipelines' first files can arrive together (threads of `dropzone api`, tests): one loads,

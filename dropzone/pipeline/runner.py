@@ -384,7 +384,10 @@ class Pipeline:
                     "the file is kept in quarantine and can be replayed",
                 )
         outcome = decide_outcome(
-            counts, error, atomic_failed=bool(processor and self._atomic(processor, tenant))
+            counts,
+            error,
+            atomic_failed=bool(processor and self._atomic(processor, tenant)),
+            informational=bool(processor and processor.informational),
         )
         if error is None and outcome is Outcome.QUARANTINED:
             error = quarantine_reason(counts, processor)
@@ -675,14 +678,16 @@ class _BatchProgress:
             self.callback(self.file, n)
 
 
-def decide_outcome(counts: Counts, error: Issue | None, atomic_failed: bool) -> Outcome:
+def decide_outcome(
+    counts: Counts, error: Issue | None, atomic_failed: bool, informational: bool = False
+) -> Outcome:
     """The table in README ("File outcomes")."""
     if error is not None:
         return Outcome.QUARANTINED
     if counts.rejected and atomic_failed:
         return Outcome.QUARANTINED
     if counts.read == 0:
-        return Outcome.QUARANTINED
+        return Outcome.ARCHIVED if informational else Outcome.QUARANTINED
     if counts.rejected == 0:
         return Outcome.ARCHIVED
     if counts.loaded + counts.unchanged > 0:
