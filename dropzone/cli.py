@@ -387,9 +387,12 @@ def _progress(as_json: bool, total: int | None = None) -> Iterator[_FileProgress
     if as_json or not stderr.is_terminal:
         yield None
         return
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=stderr, transient=True) as progress:
+    with Progress(*_progress_columns(), console=stderr, transient=True) as progress:
         yield _FileProgress(progress, total)
+
+
+def _progress_columns() -> list[Any]:
+    return [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
 
 
 @contextlib.contextmanager
@@ -398,8 +401,7 @@ def _count_progress(as_json: bool, label: str, total: int | None) -> Iterator[Ca
     if as_json or not stderr.is_terminal:
         yield None
         return
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=stderr, transient=True) as progress:
+    with Progress(*_progress_columns(), console=stderr, transient=True) as progress:
         task = progress.add_task(label, total=total)
 
         def advance(kind: str) -> None:

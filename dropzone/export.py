@@ -9,7 +9,6 @@ half a type.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,8 +18,7 @@ import orjson
 
 from dropzone.errors import UsageError
 from dropzone.store.base import ResourceStore
-
-RESOURCE_TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
+from processors.fhir_common import RESOURCE_TYPE
 
 
 @dataclass(frozen=True, slots=True)

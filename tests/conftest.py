@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -147,3 +149,14 @@ def drop(zone: Path, tenant: str, *files: Path, name: str | None = None) -> list
 def line_count(path: Path) -> int:
     with path.open("rb") as fh:
         return sum(1 for line in fh if line.strip())
+
+
+def spawn_run_once(zone: Path, env: dict[str, str], log_level: str = "INFO") -> subprocess.Popen[bytes]:
+    """A real ``dropzone run --once --json`` process with JSON logs on stderr."""
+    command = [sys.executable, "-m", "dropzone", "--log-format", "json", "--log-level", log_level]
+    return subprocess.Popen(
+        [*command, "run", "--zone", str(zone), "--once", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )

@@ -25,7 +25,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import BULK, drop, line_count, make_settings, mongomock_store, real_mongo_store
+from conftest import BULK, drop, line_count, make_settings, mongomock_store, real_mongo_store, spawn_run_once
 from dropzone.models import Outcome
 from dropzone.pipeline.runner import Pipeline
 from dropzone.sources.folder import FolderSource
@@ -173,28 +173,6 @@ def _big_ndjson(path: Path, copies: int) -> int:
     return n
 
 
-def _run_once(zone: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dropzone",
-            "--log-format",
-            "json",
-            "--log-level",
-            "DEBUG",
-            "run",
-            "--zone",
-            str(zone),
-            "--once",
-            "--json",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-
-
 @pytest.mark.parametrize("store_kind", ["memory", "sqlite", "mongodb"])
 def test_sigkill_mid_file_then_restart_completes_with_exact_counts(
     zone: Path, tmp_path: Path, store_kind: str
@@ -212,7 +190,7 @@ def test_sigkill_mid_file_then_restart_completes_with_exact_counts(
     (zone / "incoming" / "acme").mkdir()
     total = _big_ndjson(zone / "incoming" / "acme" / "big.ndjson", copies=6)
 
-    victim = _run_once(zone, env)
+    victim = spawn_run_once(zone, env, "DEBUG")
     batches = 0
     for raw in victim.stderr:  # wait until a few batches are stored, then kill without warning
         batches += b'"file.batch"' in raw
@@ -237,7 +215,7 @@ def test_sigkill_mid_file_then_restart_completes_with_exact_counts(
         assert 0 < held["resources"]["acme"]["Encounter"] < total
     if store_kind != "memory":
         time.sleep(2.5)  # let the dead worker's lease expire
-    survivor = _run_once(zone, env)
+    survivor = spawn_run_once(zone, env, "DEBUG")
     out, err = survivor.communicate(timeout=280)
     assert survivor.returncode == 0, err.decode()[-2000:]
     summary = json.loads(out)

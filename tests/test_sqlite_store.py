@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BULK, drop, line_count, make_settings
+from conftest import BULK, drop, line_count, make_settings, spawn_run_once
 from dropzone.config import load_settings
 from dropzone.errors import ConfigError, StoreUnavailable
 from dropzone.models import Outcome
@@ -136,26 +136,6 @@ def test_a_database_locked_by_another_process_is_transient_and_the_file_waits(
     store.close()
 
 
-def _run_once(zone: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dropzone",
-            "--log-format",
-            "json",
-            "run",
-            "--zone",
-            str(zone),
-            "--once",
-            "--json",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-
-
 def test_three_processes_on_one_zone_load_each_file_exactly_once(zone: Path) -> None:
     files = sorted(p for p in BULK.glob("*.ndjson") if p.name != "log.ndjson")
     expected = {p.name: line_count(p) for p in files}
@@ -163,7 +143,7 @@ def test_three_processes_on_one_zone_load_each_file_exactly_once(zone: Path) -> 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DROPZONE_", "MONGODB_"))}
     env.update(DROPZONE_PIPELINE__VALIDATION_WORKERS="0", DROPZONE_PIPELINE__QUIET_SECONDS="0")
     env["DROPZONE_PIPELINE__BATCH_SIZE"] = "100"
-    workers = [_run_once(zone, env) for _ in range(3)]
+    workers = [spawn_run_once(zone, env) for _ in range(3)]
     outputs = []
     for worker in workers:
         out, err = worker.communicate(timeout=280)

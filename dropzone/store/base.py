@@ -12,6 +12,7 @@ database file), ``memory.MemoryStore`` (nothing persists: tests and demos) and
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -116,6 +117,11 @@ class ResourceStore(ABC):
 
     # -- shared rules ------------------------------------------------------------------------
 
+    def _batch(self) -> contextlib.AbstractContextManager[None]:
+        """Around one ``upsert`` batch: a store with transactions makes the batch one (a crash
+        then leaves it wholly written or not at all). Default: nothing."""
+        return contextlib.nullcontext()
+
     def get(self, tenant: str, rtype: str, resource_id: str) -> dict[str, Any] | None:
         doc = self.get_document(tenant, rtype, resource_id)
         return strip_document(doc) if doc else None
@@ -139,6 +145,18 @@ class ResourceStore(ABC):
         the newer. It counts as *loaded* and nothing is written.
         """
         result = WriteResult()
+        with self._batch():
+            self._upsert_types(tenant, writes, file_sha256, known, result)
+        return result
+
+    def _upsert_types(
+        self,
+        tenant: str,
+        writes: Sequence[ResourceWrite],
+        file_sha256: str | None,
+        known: dict[tuple[str, str], Existing] | None,
+        result: WriteResult,
+    ) -> None:
         for rtype, group in _group_by_type(writes).items():
             for chunk in _without_repeated_ids(group):
                 ids = [w.id for w in chunk]
@@ -177,7 +195,6 @@ class ResourceStore(ABC):
                     result.written.add((rtype, w.id))
                 if docs:
                     self._write_documents(rtype, docs, history)
-        return result
 
     def _earlier_writes(
         self,

@@ -40,9 +40,7 @@ from dropzone.store.base import (
     Existing,
     Ledger,
     ResourceStore,
-    ResourceWrite,
     Store,
-    WriteResult,
     claim_key,
     strip_document,
 )
@@ -243,17 +241,14 @@ class SqliteResourceStore(ResourceStore):
     def ensure_indexes(self) -> None:
         """Created with the schema."""
 
-    @_translated
-    def upsert(
-        self,
-        tenant: str,
-        writes: Sequence[ResourceWrite],
-        file_sha256: str | None,
-        known: dict[tuple[str, str], Existing] | None = None,
-    ) -> WriteResult:
-        # One transaction per batch: a crash leaves the batch wholly written or not at all.
-        with self._db.write():
-            return super().upsert(tenant, writes, file_sha256, known)
+    @contextlib.contextmanager
+    def _batch(self) -> Iterator[None]:
+        # One transaction per batch; COMMIT itself can fail (disk full), so translate here too.
+        try:
+            with self._db.write():
+                yield
+        except sqlite3.Error as err:
+            raise StoreUnavailable(f"SQLite: {err}") from err
 
     @_translated
     def existing(self, tenant: str, rtype: str, ids: Sequence[str]) -> dict[str, Existing]:
