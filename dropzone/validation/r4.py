@@ -1,0 +1,436 @@
+"""FHIR R4 (4.0.1) structural validation, driven by the model compiled from the specification.
+
+``r4_model.json`` is generated from HL7's StructureDefinitions and value sets by
+``dropzone.validation.generate``; this module walks a parsed resource against it. It checks, as
+the R4 JSON format defines them: element names (typed choice names, one variant per choice),
+cardinality (required elements, where a primitive counts through ``x`` or ``_x``; arrays for
+repeating elements and never empty), JSON types of primitives without coercion, integer ranges
+and every primitive's spec regex, no empty objects and no stray nulls, ``_x`` arrays aligned with
+their values, codes of required bindings, contained resources (none nested), Reference target
+types where the reference names its type (contained ``#id`` references too), and the extension
+rule (``url``; a value or child extensions, not both).
+
+It does not evaluate FHIRPath invariants beyond those, profiles, or terminology beyond the
+required bindings whose value sets the spec enumerates. Messages name the element and the rule,
+never the value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from processors.base import Issue
+
+MODEL_PATH = Path(__file__).with_name("r4_model.json")
+_SAFE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
+_PRIMITIVE, _PRIMITIVE_EXT, _COMPLEX, _RESOURCE = range(4)
+_JSON_WORD = {
+    "boolean": "a JSON boolean",
+    "integer": "a JSON integer",
+    "decimal": "a JSON number",
+    "string": "a JSON string",
+}
+
+
+_MEMO_LIMIT = 20_000  # valid strings remembered per primitive type (codes, systems, dates repeat)
+_MEMO_LENGTH = 128
+_TEXT_PRIMITIVES = ("string", "markdown")  # regex [ \r\n\t\S]+: non-empty, no form feed or vtab
+_BASE64_PLAIN = re.compile(r"[0-9a-zA-Z+/=]+", re.ASCII).fullmatch
+
+
+class _Primitive:
+    __slots__ = ("json", "match", "name", "range", "seen")
+
+    def __init__(self, name: str, spec: dict[str, Any]) -> None:
+        self.name = name
+        self.json: str = spec["json"]
+        regex = spec.get("regex")
+        # The spec's regexes are ASCII-minded (Java's \S, \d): so are ours.
+        self.match = re.compile(regex, re.ASCII).fullmatch if regex and self.json == "string" else None
+        self.range: tuple[int, int] | None = tuple(spec["range"]) if "range" in spec else None  # type: ignore[assignment]
+        self.seen: set[str] = set()
+
+    def valid_text(self, value: str) -> bool:
+        """The spec's regex, with shortcuts that give the same answer faster."""
+        if not value:
+            return False  # FHIR JSON has no empty strings, whatever the regex allows (uri: \S*)
+        if value in self.seen:
+            return True
+        name = self.name
+        if name in _TEXT_PRIMITIVES:
+            return "\x0b" not in value and "\x0c" not in value
+        if name == "base64Binary" and _BASE64_PLAIN(value) is not None:
+            return len(value) % 4 == 0  # no whitespace: groups of four characters
+        ok = self.match is None or self.match(value) is not None
+        if ok and len(value) <= _MEMO_LENGTH:
+            if len(self.seen) >= _MEMO_LIMIT:
+                self.seen.clear()
+            self.seen.add(value)
+        return ok
+
+
+class _Rule:
+    """How one JSON key of one type is validated."""
+
+    __slots__ = ("codes", "group", "kind", "label", "many", "primitive", "targets", "type", "variant")
+
+    def __init__(self, label: str, type_name: str, kind: int, many: bool) -> None:
+        self.label = label  # the JSON name as written, e.g. valueQuantity, _birthDate
+        self.type = type_name
+        self.kind = kind
+        self.many = many
+        self.primitive: _Primitive | None = None
+        self.codes: frozenset[str] | None = None
+        self.targets: frozenset[str] | None = None
+        self.group: str | None = None  # choice element, e.g. value[x]
+        self.variant: str | None = None  # its variant, the same for valueString and _valueString
+
+
+class _Type:
+    __slots__ = ("is_resource", "name", "required", "rules")
+
+    def __init__(self, name: str, is_resource: bool) -> None:
+        self.name = name
+        self.is_resource = is_resource
+        self.rules: dict[str, _Rule] = {}
+        self.required: list[tuple[str, tuple[str, ...]]] = []  # (element label, keys that satisfy it)
+
+
+class R4Model:
+    """The compiled specification, ready for walking."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.version: str = data["fhirVersion"]
+        self.primitives = {name: _Primitive(name, spec) for name, spec in data["primitives"].items()}
+        self.resource_types = frozenset(data["resources"])
+        valuesets = {url: frozenset(codes) for url, codes in data["valuesets"].items()}
+        self.types: dict[str, _Type] = {}
+        for name, elements in data["types"].items():
+            self.types[name] = self._compile(name, elements, valuesets)
+
+    def _compile(self, name: str, elements: dict[str, Any], valuesets: dict[str, frozenset[str]]) -> _Type:
+        owner = _Type(name, name in self.resource_types)
+        for leaf, row in elements.items():
+            kinds: list[str] = row["type"]
+            choice = leaf.endswith("[x]")
+            base = leaf[:-3] if choice else leaf
+            keys: list[str] = []
+            for type_name in kinds:
+                key = base + type_name[0].upper() + type_name[1:] if choice else base
+                primitive = self.primitives.get(type_name)
+                kind = _PRIMITIVE if primitive else _RESOURCE if type_name == "Resource" else _COMPLEX
+                rule = _Rule(key, type_name, kind, row["many"])
+                rule.primitive = primitive
+                if "binding" in row and row["binding"] in valuesets:
+                    rule.codes = valuesets[row["binding"]]
+                targets = row.get("targets", {}).get(type_name)
+                if targets:
+                    rule.targets = frozenset(targets)
+                if choice:
+                    rule.group, rule.variant = leaf, key
+                owner.rules[key] = rule
+                keys.append(key)
+                if primitive and not row.get("bare"):
+                    ext = _Rule("_" + key, "Element", _PRIMITIVE_EXT, row["many"])
+                    ext.group, ext.variant = rule.group, rule.variant
+                    owner.rules[ext.label] = ext
+                    keys.append(ext.label)
+            if row["min"] > 0:
+                owner.required.append((leaf, tuple(keys)))
+        return owner
+
+
+@lru_cache(maxsize=1)
+def model() -> R4Model:
+    return R4Model(json.loads(MODEL_PATH.read_text()))
+
+
+def validate_resource(resource: Any) -> list[Issue]:
+    """Every R4 defect of one resource (an empty list when it is valid)."""
+    walker = _Walker(model())
+    try:
+        walker.resource(resource, None, contained=False)
+    except RecursionError:
+        return [Issue("too_deep", "the resource nests deeper than the validator follows", None)]
+    return walker.issues
+
+
+def _shown(key: str) -> str:
+    """A key is an element name, not a value; an odd one is not echoed at all."""
+    return key if _SAFE_KEY.fullmatch(key) else "(a key)"
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float | Decimal):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+class _Walker:
+    __slots__ = ("issues", "local_refs", "model")
+
+    def __init__(self, r4: R4Model) -> None:
+        self.model = r4
+        self.issues: list[Issue] = []
+        self.local_refs: list[tuple[str, str, frozenset[str]]] = []
+
+    def add(self, code: str, message: str, path: str | None) -> None:
+        self.issues.append(Issue(code, message, path))
+
+    # -- resources --------------------------------------------------------------------------------
+
+    def resource(self, node: Any, path: str | None, contained: bool) -> None:
+        if not isinstance(node, dict):
+            self.add("wrong_type", f"expected a resource (a JSON object), found {_json_kind(node)}", path)
+            return
+        rtype = node.get("resourceType")
+        if not isinstance(rtype, str) or rtype not in self.model.resource_types:
+            where = f"{path}.resourceType" if path else "resourceType"
+            self.add("unknown_resource_type", "not a FHIR R4 (4.0.1) resource type", where)
+            return
+        here = path or rtype
+        if contained and "contained" in node:
+            self.add(
+                "nested_contained",
+                "a contained resource cannot contain resources (dom-2)",
+                f"{here}.contained",
+            )
+        outer_refs = self.local_refs
+        if not contained:
+            self.local_refs = []
+        self.object(node, self.model.types[rtype], here)
+        if not contained:
+            self._check_local_refs(node, here)
+            self.local_refs = outer_refs
+
+    def _check_local_refs(self, node: dict[str, Any], path: str) -> None:
+        if not self.local_refs:
+            return
+        kinds = {}
+        for item in node.get("contained") or ():
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                kinds[item["id"]] = item.get("resourceType")
+        for where, local_id, targets in self.local_refs:
+            kind = kinds.get(local_id)
+            if kind is None:
+                if local_id:  # "#" alone points at the container itself
+                    self.add("unresolved_contained_reference", "no contained resource has this id", where)
+            elif kind not in targets:
+                self.add(
+                    "invalid_reference_target", "the contained resource's type is not allowed here", where
+                )
+
+    # -- objects ----------------------------------------------------------------------------------
+
+    def object(self, node: dict[str, Any], owner: _Type, path: str) -> None:
+        if not node:
+            self.add("empty_object", "an object must have at least one element", path)
+            return
+        rules = owner.rules
+        variants: dict[str, str] | None = None
+        for key, value in node.items():
+            rule = rules.get(key)
+            if rule is None:
+                if key == "resourceType" and owner.is_resource:
+                    continue
+                self.add(
+                    "unknown_element",
+                    f"{owner.name} has no element {_shown(key)!r} in R4",
+                    f"{path}.{_shown(key)}",
+                )
+                continue
+            if rule.group is not None:
+                if variants is None:
+                    variants = {}
+                chosen = variants.setdefault(rule.group, rule.variant)  # type: ignore[arg-type]
+                if chosen != rule.variant:
+                    self.add(
+                        "multiple_choice_variants",
+                        f"{rule.group} may take one type; found {chosen} and {rule.variant}",
+                        f"{path}.{key}",
+                    )
+                    continue
+            if value is None:
+                self.add("null_value", "null is not a value in FHIR JSON; omit the element", f"{path}.{key}")
+                continue
+            if rule.many:
+                if type(value) is not list:
+                    self.add("not_an_array", f"{key} repeats: it must be a JSON array", f"{path}.{key}")
+                    continue
+                if not value:
+                    self.add(
+                        "empty_array",
+                        "an array must have at least one item; omit the element",
+                        f"{path}.{key}",
+                    )
+                    continue
+                if rule.kind == _PRIMITIVE or rule.kind == _PRIMITIVE_EXT:
+                    self._primitive_array(node, key, value, rule, path)
+                else:
+                    for index, item in enumerate(value):
+                        self.item(item, rule, f"{path}.{key}[{index}]")
+            else:
+                if type(value) is list:
+                    self.add(
+                        "unexpected_array", f"{key} does not repeat: it must not be an array", f"{path}.{key}"
+                    )
+                    continue
+                if rule.kind == _PRIMITIVE:
+                    if type(value) is str and value in rule.primitive.seen and rule.codes is None:  # type: ignore[union-attr]
+                        continue  # the common case, without a call
+                    self.primitive(value, rule, path, key)
+                else:
+                    self.item(value, rule, f"{path}.{key}")
+        for label, keys in owner.required:
+            for key in keys:
+                if key in node:
+                    break
+            else:
+                self.add(
+                    "required", f"{owner.name}.{label} is required (minimum cardinality 1)", f"{path}.{label}"
+                )
+
+    def item(self, value: Any, rule: _Rule, path: str) -> None:
+        kind = rule.kind
+        if kind == _COMPLEX:
+            if type(value) is not dict:
+                self.add(
+                    "wrong_type", f"expected {rule.type} (a JSON object), found {_json_kind(value)}", path
+                )
+                return
+            self.object(value, self.model.types[rule.type], path)
+            if rule.type == "Extension":
+                self._extension_rule(value, path)
+            elif rule.type == "Reference":
+                self._reference(value, rule, path)
+        elif kind == _PRIMITIVE_EXT:
+            if type(value) is not dict:
+                self.add(
+                    "wrong_type",
+                    f"expected the primitive's id/extension object, found {_json_kind(value)}",
+                    path,
+                )
+                return
+            self.object(value, self.model.types["Element"], path)
+        elif kind == _RESOURCE:
+            self.resource(value, path, contained=rule.label == "contained")
+        else:  # a primitive array item
+            parent, _, key = path.rpartition(".")
+            self.primitive(value, rule, parent, key)
+
+    def _primitive_array(
+        self, node: dict[str, Any], key: str, values: list[Any], rule: _Rule, path: str
+    ) -> None:
+        """``x`` and ``_x`` arrays: same length, and a null in one needs a value in the other."""
+        partner_key = key[1:] if rule.kind == _PRIMITIVE_EXT else "_" + key
+        partner = node.get(partner_key)
+        if partner is not None and (type(partner) is not list or len(partner) != len(values)):
+            if rule.kind == _PRIMITIVE:  # say it once, from the value side
+                self.add(
+                    "misaligned_primitive_extension",
+                    f"{partner_key} must be an array as long as {key}",
+                    f"{path}.{partner_key}",
+                )
+            partner = None
+        for index, item in enumerate(values):
+            where = f"{path}.{key}[{index}]"
+            if item is None:
+                if partner is None or partner[index] is None:
+                    self.add(
+                        "null_value",
+                        "a null array item needs its value or extension in the partner array",
+                        where,
+                    )
+                continue
+            if rule.kind == _PRIMITIVE:
+                self.primitive(item, rule, path, f"{key}[{index}]")
+            else:
+                self.item(item, rule, where)
+
+    def primitive(self, value: Any, rule: _Rule, path: str, key: str) -> None:
+        spec = rule.primitive
+        assert spec is not None
+        kind = spec.json
+        if kind == "string":
+            if type(value) is not str:
+                self._wrong_primitive(spec, value, path, key)
+            elif not spec.valid_text(value):
+                self.add(
+                    "invalid_value", f"not a valid {spec.name} (the R4 {spec.name} pattern)", f"{path}.{key}"
+                )
+            elif rule.codes is not None and value not in rule.codes:
+                self.add(
+                    "code_not_in_value_set",
+                    "the code is not in the element's required value set",
+                    f"{path}.{key}",
+                )
+        elif kind == "decimal":
+            if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+                self._wrong_primitive(spec, value, path, key)
+        elif kind == "integer":
+            if type(value) is not int:
+                self._wrong_primitive(spec, value, path, key)
+            elif spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
+                low, high = spec.range
+                self.add("out_of_range", f"a {spec.name} must be between {low} and {high}", f"{path}.{key}")
+        elif type(value) is not bool:
+            self._wrong_primitive(spec, value, path, key)
+
+    def _wrong_primitive(self, spec: _Primitive, value: Any, path: str, key: str) -> None:
+        self.add(
+            "wrong_type",
+            f"a {spec.name} must be {_JSON_WORD[spec.json]}, found {_json_kind(value)}",
+            f"{path}.{key}",
+        )
+
+    def _extension_rule(self, node: dict[str, Any], path: str) -> None:
+        if "extension" in node and any(key.startswith(("value", "_value")) for key in node):
+            self.add(
+                "extension_value_and_children",
+                "an extension has a value or child extensions, not both (ext-1)",
+                path,
+            )
+
+    def _reference(self, node: dict[str, Any], rule: _Rule, path: str) -> None:
+        targets = rule.targets
+        reference = node.get("reference")
+        if targets is None or type(reference) is not str:
+            return
+        if reference.startswith("#"):
+            self.local_refs.append((f"{path}.reference", reference[1:], targets))
+            return
+        named = _referenced_type(reference, self.model.resource_types)
+        if named is not None and named not in targets:
+            self.add(
+                "invalid_reference_target",
+                f"a reference to a {named} is not allowed here",
+                f"{path}.reference",
+            )
+
+
+def _referenced_type(reference: str, known: frozenset[str]) -> str | None:
+    """The resource type a literal or conditional reference names, when it names one."""
+    if reference.startswith(("urn:", "#")):
+        return None
+    head = reference.split("?", 1)
+    parts = head[0].rstrip("/").split("/")
+    if len(head) == 2 and parts and parts[-1] in known:  # Type?identifier=...
+        return parts[-1]
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    if len(parts) >= 2 and parts[-2] in known:
+        return parts[-2]
+    return None
