@@ -132,7 +132,7 @@ def test_example_mapping_is_valid() -> None:
         ),
         (
             MINIMAL.replace("sent: {column", "sendt: {column"),
-            "element 'sendt': Extra inputs are not permitted",
+            "element 'sendt': Communication has no element 'sendt' in R4",
         ),
         (MINIMAL.replace("{value: completed}", "{value: [1, 2]}"), "element 'status'"),
         ("match: [a]\n", "match: Input should be a valid dictionary"),

@@ -1,8 +1,8 @@
 """Single-resource updates: ``PUT /api/fhir/{type}/{id}``, ``POST /api/fhir/{type}``, reads.
 
 Design: a single update is validated by the pipeline's own validator
-(``dropzone.pipeline.validate.validate_resource``, fhir.resources R4B, messages scrubbed of
-values) and written by the store's one versioned upsert (``ResourceStore.upsert``), the same
+(``dropzone.validation.validate_resource``, FHIR R4 4.0.1; messages never hold values) and
+written by the store's one versioned upsert (``ResourceStore.upsert``), the same
 two steps a file's records take. It does not go through the file pipeline itself: that path is
 asynchronous and file-shaped (content claim, duplicate detection by file hash, an archived copy
 and a ledger record per file), while an update must answer synchronously with the stored
@@ -29,8 +29,8 @@ from dropzone.api.context import ApiContext, get_context
 from dropzone.api.errors import FHIR_JSON, ApiError
 from dropzone.log import event
 from dropzone.pipeline.canonical import resource_hash
-from dropzone.pipeline.validate import validate_resource
 from dropzone.store.base import META_KEY, ResourceWrite, strip_document
+from dropzone.validation import model, validate_resource
 from processors.base import Issue
 from processors.fhir_common import shape_issues
 
@@ -92,16 +92,8 @@ def _lock_for(tenant: str, rtype: str, rid: str) -> threading.Lock:
 
 @functools.lru_cache(maxsize=512)
 def known_type(rtype: str) -> bool:
-    """A FHIR resource type of the validator's models (not a datatype such as HumanName).
-    Checked one type at a time: importing every model up front takes seconds."""
-    from fhir.resources.R4B import get_fhir_model_class
-    from fhir.resources.R4B.resource import Resource
-
-    try:
-        model = get_fhir_model_class(rtype)
-    except (KeyError, ValueError, AttributeError, ImportError):
-        return False
-    return isinstance(model, type) and issubclass(model, Resource)
+    """An R4 resource type (not a datatype such as HumanName)."""
+    return rtype in model().resource_types
 
 
 def _require_type(rtype: str) -> None:

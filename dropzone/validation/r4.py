@@ -390,9 +390,10 @@ class _Walker:
             self._wrong_primitive(spec, value, path, key)
 
     def _wrong_primitive(self, spec: _Primitive, value: Any, path: str, key: str) -> None:
+        article = "an" if spec.name[0] in "aeiou" else "a"
         self.add(
             "wrong_type",
-            f"a {spec.name} must be {_JSON_WORD[spec.json]}, found {_json_kind(value)}",
+            f"{article} {spec.name} must be {_JSON_WORD[spec.json]}, found {_json_kind(value)}",
             f"{path}.{key}",
         )
 
