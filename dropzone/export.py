@@ -1,7 +1,7 @@
 """Stored resources out as FHIR Bulk Data NDJSON: one ``<Type>.ndjson`` per resourceType.
 
-Each line is the resource exactly as stored (the sender's JSON with our ``meta.versionId`` and
-``meta.lastUpdated``), never the internal metadata. Streaming: one resource in memory at a time;
+Each line is the resource exactly as stored (the sender's JSON, numbers with their exact digits,
+with our ``meta.versionId`` and ``meta.lastUpdated``), never the internal metadata. Streaming: one resource in memory at a time;
 each file is written under a temporary name and renamed when complete, so a reader never sees
 half a type.
 """
@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
-
 from dropzone.errors import UsageError
 from dropzone.store.base import ResourceStore
+from processors import fhir_json
 from processors.fhir_common import RESOURCE_TYPE
 
 
@@ -65,7 +64,7 @@ def export_ndjson(
         try:
             with partial.open("wb") as out:
                 for resource in resources.iter_resources(tenant, rtype, since):
-                    out.write(orjson.dumps(resource) + b"\n")
+                    out.write(fhir_json.dumps(resource) + b"\n")
                     count += 1
                     if on_resource is not None:
                         on_resource(rtype)

@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from dropzone.pipeline.streams import LineTooLong, iter_lines
+from processors import fhir_json
 from processors.base import Issue, Processor, Record, Sniffed
 from processors.registry import register
 
@@ -40,8 +39,8 @@ class BulkExportLogProcessor(Processor):
             return False
         first = sniffed.head.split(b"\n", 1)[0]
         try:
-            return is_export_event(orjson.loads(first))
-        except orjson.JSONDecodeError:
+            return is_export_event(fhir_json.loads(first))
+        except fhir_json.JSONDecodeError:
             return False
 
     def records(self) -> Iterator[Record]:
@@ -53,8 +52,8 @@ class BulkExportLogProcessor(Processor):
                         yield Record(lineno, f"line {lineno}", issues=[_not_an_event()])
                     continue
                 try:
-                    event = orjson.loads(line)
-                except orjson.JSONDecodeError:
+                    event = fhir_json.loads(line)
+                except fhir_json.JSONDecodeError:
                     event = None
                 if not is_export_event(event):
                     yield Record(lineno, f"line {lineno}", issues=[_not_an_event()])

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import parse_qsl
 
 import ijson
-import orjson
 
 from dropzone.errors import FileRejected
+from processors import fhir_json
 from processors.base import Issue, Processor, Record, Sniffed
 from processors.fhir_common import (
     FHIR_ID,
@@ -88,15 +88,16 @@ class FhirBundleProcessor(Processor):
         return self.bundle_type == "transaction"
 
     def _entries(self) -> Iterator[tuple[int, Any]]:
-        """Entries in file order; keys an entry repeats are kept in ``self._repeated``."""
+        """Entries in file order, numbers by ``fhir_json``'s rule (ijson's ``use_float=False``
+        hands over exact Decimals); keys an entry repeats are kept in ``self._repeated``."""
         self._repeated: dict[int, list[str]] = {}
         with self.context.open_payload() as stream:
-            items = ijson.items(stream, "entry.item", use_float=True, map_type=KeyTrackingDict)
+            items = ijson.items(stream, "entry.item", use_float=False, map_type=KeyTrackingDict)
             try:
                 for index, (entry, repeated) in enumerate(items_noting_repeated_keys(items)):
                     if repeated:
                         self._repeated[index] = repeated
-                    yield index, entry
+                    yield index, fhir_json.normalise(entry)
             except ijson.JSONError:
                 raise FileRejected("invalid_json", "the Bundle is malformed") from None
 
@@ -379,12 +380,13 @@ class FhirBundleProcessor(Processor):
     # -- rejects ----------------------------------------------------------------------------------
 
     def write_rejects(self, indexes: set[int], out: BinaryIO) -> None:
-        """A Bundle of the same type holding only the rejected entries, as sent."""
+        """A Bundle of the same type holding only the rejected entries, as sent (numbers with
+        the sender's digits)."""
         btype = self.context.sniffed.details.get("type") or "collection"
-        out.write(b'{"resourceType":"Bundle","type":' + orjson.dumps(btype) + b',"entry":[')
+        out.write(b'{"resourceType":"Bundle","type":' + fhir_json.dumps(btype) + b',"entry":[')
         first = True
         for index, entry in self._entries():
             if index in indexes:
-                out.write((b"" if first else b",") + orjson.dumps(entry))
+                out.write((b"" if first else b",") + fhir_json.dumps(entry))
                 first = False
         out.write(b"]}\n")

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-import orjson
-
 from dropzone.pipeline.streams import LineTooLong, iter_lines
+from processors import fhir_json
 from processors.base import Issue, Processor, Record, Sniffed
 from processors.fhir_common import repeated_key_issue, shape_issues
 from processors.json_keys import repeated_key
@@ -45,8 +44,8 @@ class FhirNdjsonProcessor(Processor):
                 if not line.strip():
                     continue  # blank lines (a trailing newline) are not records
                 try:
-                    resource = orjson.loads(line)
-                except orjson.JSONDecodeError as err:
+                    resource = fhir_json.loads(line)
+                except fhir_json.JSONDecodeError as err:
                     yield Record(
                         lineno,
                         location,

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO
 
-import orjson
-
 from dropzone.errors import FileRejected
+from processors import fhir_json
 from processors.base import Processor, Record, Sniffed
 from processors.fhir_common import repeated_key_issue, shape_issues
 from processors.json_keys import repeated_key
@@ -33,8 +32,8 @@ class FhirResourceProcessor(Processor):
         if len(data) > limit:
             raise FileRejected("record_too_large", f"a single resource larger than {limit} bytes")
         try:
-            resource = orjson.loads(data)
-        except orjson.JSONDecodeError:
+            resource = fhir_json.loads(data)
+        except fhir_json.JSONDecodeError:
             raise FileRejected("invalid_json", "the JSON document is malformed") from None
         issues = shape_issues(resource)
         repeated = repeated_key(data, resource)

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
+from processors import fhir_json
 
 _KEY_END = b'":'
 _SPACED_KEY_END = re.compile(rb'"[ \t\r\n]*:')
@@ -31,11 +31,12 @@ class _Repeated(Exception):
 
 
 def repeated_key(raw: bytes, parsed: Any) -> str | None:
-    """The first key that one object of ``raw`` repeats, or None. ``parsed`` is orjson's
-    result for ``raw``."""
+    """The first key that one object of ``raw`` repeats, or None. ``parsed`` is
+    ``fhir_json.loads``'s result for ``raw``."""
     try:
-        dumped = orjson.dumps(parsed)
-    except orjson.JSONEncodeError:  # nested deeper than orjson writes (255): rejected later as too deep
+        dumped = fhir_json.dumps(parsed)
+    except (fhir_json.JSONEncodeError, RecursionError):
+        # Nested deeper than orjson writes (255): rejected later as too deep.
         return _first_repeated(raw)
     if not any(space in raw for space in _SPACES_BEFORE_COLON):
         if raw.count(_KEY_END) == dumped.count(_KEY_END):

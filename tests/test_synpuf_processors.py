@@ -6,13 +6,13 @@ import random
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from csv_helpers import OHDSI, SYNPUF, Run, make_context, run_file
 from synpuf_fixtures import COLUMNS, carrier_rows, outpatient_rows, pde_rows, write_csv
 
 from dropzone.errors import FileRejected
 from dropzone.store.memory import MemoryStore
+from processors import fhir_json
 from processors.csv_claims.synpuf import PROCESSORS
 
 BENE_FILES = [SYNPUF / f"DE1_0_{year}_Beneficiary_Summary_File_Sample_1.csv" for year in (2008, 2009, 2010)]
@@ -390,5 +390,5 @@ def test_mapping_is_deterministic(tmp_path: Path) -> None:
     path = _subset(INPATIENT, tmp_path, 300, shuffle=False)
     first = run_file(path, MemoryStore(), write=False, validate_resources=False)
     second = run_file(path, MemoryStore(), write=False, validate_resources=False)
-    dump = lambda run: [orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in run.resources()]  # noqa: E731
+    dump = lambda run: [fhir_json.dumps(r, sort_keys=True) for r in run.resources()]  # noqa: E731
     assert dump(first) == dump(second)

@@ -18,7 +18,6 @@ import threading
 import uuid
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
@@ -31,6 +30,7 @@ from dropzone.log import event
 from dropzone.pipeline.canonical import resource_hash
 from dropzone.store.base import META_KEY, ResourceWrite, strip_document
 from dropzone.validation import model, validate_resource
+from processors import fhir_json
 from processors.base import Issue
 from processors.fhir_common import shape_issues
 
@@ -82,6 +82,16 @@ OPENAPI_SCHEMAS = {
     },
 }
 
+class FhirJSONResponse(JSONResponse):
+    """A stored resource as FHIR JSON with its numbers' exact digits (Starlette's json.dumps
+    cannot write a decimal)."""
+
+    media_type = FHIR_JSON
+
+    def render(self, content: Any) -> bytes:
+        return fhir_json.dumps(content)
+
+
 # Serialises read-compare-write of one resource within this process (striped, fixed memory).
 _LOCKS = [threading.Lock() for _ in range(64)]
 
@@ -104,8 +114,8 @@ def _require_type(rtype: str) -> None:
 async def _read_resource(request: Request, rtype: str) -> dict[str, Any]:
     raw = await request.body()
     try:
-        resource = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        resource = fhir_json.loads(raw)
+    except fhir_json.JSONDecodeError:
         raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
     issues = shape_issues(resource, need_id=False)
     if issues:
@@ -134,13 +144,13 @@ def _if_match_version(request: Request) -> int | None:
     return int(text)
 
 
-def _resource_response(doc: dict[str, Any], status: int, location: bool = False) -> JSONResponse:
+def _resource_response(doc: dict[str, Any], status: int, location: bool = False) -> FhirJSONResponse:
     meta = doc[META_KEY]
     rtype, rid, version = doc["resourceType"], doc["id"], meta["version"]
     headers = {"ETag": _etag(version)}
     if location:
         headers["Location"] = f"/api/fhir/{rtype}/{rid}/_history/{version}"
-    return JSONResponse(strip_document(doc), status, headers=headers, media_type=FHIR_JSON)
+    return FhirJSONResponse(strip_document(doc), status, headers=headers)
 
 
 def store_resource(

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import ijson
-import orjson
 
 from dropzone.config import PipelineSettings
 from dropzone.errors import FileRejected
 from dropzone.pipeline.streams import check_gzip, is_gzip, iter_lines, open_payload
+from processors import fhir_json
 from processors.base import Sniffed
 
 HEAD_BYTES = 64 * 1024
@@ -137,8 +137,8 @@ def _ndjson_past_first_line(
 def _json_object(line: bytes) -> dict[str, Any]:
     """The line parsed when it is a JSON object, else an empty dict."""
     try:
-        parsed = orjson.loads(line)
-    except orjson.JSONDecodeError:
+        parsed = fhir_json.loads(line)
+    except fhir_json.JSONDecodeError:
         return {}
     return parsed if isinstance(parsed, dict) else {}
 
@@ -152,8 +152,8 @@ def _sniff_json(
         more = bool(stream.read(4096).strip(_WHITESPACE))
     if more and first_line.endswith(b"\n"):
         try:
-            parsed = orjson.loads(first_line)
-        except orjson.JSONDecodeError:
+            parsed = fhir_json.loads(first_line)
+        except fhir_json.JSONDecodeError:
             parsed = None
         if isinstance(parsed, dict):
             sniffed = Sniffed("ndjson", gzipped, head, {"first_resource_type": parsed.get("resourceType")})
@@ -180,7 +180,8 @@ def _sniff_document(path: Path, gzipped: bool, head: bytes, limits: PipelineSett
     in_entries = False
     with open_payload(path, gzipped, limits.max_decompressed_bytes) as stream:
         try:
-            for event, value in ijson.basic_parse(stream, use_float=True):
+            # use_float=False: with floats, yajl refuses integers beyond 64 bits ("integer overflow").
+            for event, value in ijson.basic_parse(stream, use_float=False):
                 if event in ("start_map", "start_array"):
                     depth += 1
                     if depth > MAX_DEPTH:

@@ -17,10 +17,9 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-import orjson
-
 from dropzone.errors import TransientError
 from dropzone.validation import model, validate_resource
+from processors import fhir_json
 
 _PR_SET_PDEATHSIG = 1
 _PARENT_CHECK_SECONDS = 1.0
@@ -30,7 +29,7 @@ def validate_blob(blob: bytes) -> list[tuple[int, list[tuple[str, str, str | Non
     """Pool entry point: an orjson array of resources -> (position, issues) for failures only.
     Bytes in and tuples out keep pickling cheap."""
     failures = []
-    for pos, resource in enumerate(orjson.loads(blob)):
+    for pos, resource in enumerate(fhir_json.loads(blob)):
         issues = validate_resource(resource)
         if issues:
             failures.append((pos, [(i.code, i.message, i.path) for i in issues]))
@@ -99,7 +98,7 @@ class Validator:
     def submit(
         self, resources: list[dict[str, Any]]
     ) -> Future[list[tuple[int, list[tuple[str, str, str | None]]]]]:
-        blob = orjson.dumps(resources)
+        blob = fhir_json.dumps(resources)
         if self.workers == 0:
             done: Future[Any] = Future()
             done.set_result(validate_blob(blob))

@@ -14,8 +14,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-import orjson
-
 from dropzone.store.base import (
     META_KEY,
     Claim,
@@ -28,10 +26,12 @@ from dropzone.store.base import (
     claim_key,
     strip_document,
 )
+from processors import fhir_json
 
 
 class MemoryResourceStore(ResourceStore):
-    """Documents are held as orjson bytes, with their metadata in a tuple beside them.
+    """Documents are held as JSON bytes (``fhir_json``: numbers keep their exact digits), with
+    their metadata in a tuple beside them.
 
     Why not dicts: Python's cyclic garbage collector re-scans every container object the process
     holds, and a parsed FHIR resource is ~80 of them. With a growing store, collections triggered
@@ -43,7 +43,7 @@ class MemoryResourceStore(ResourceStore):
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
-        # resourceType -> document id -> document as orjson bytes
+        # resourceType -> document id -> document as JSON bytes
         self._blobs: dict[str, dict[str, bytes]] = defaultdict(dict)
         # resourceType -> document id -> (tenant, hash, version, file_sha256, first_ingested)
         self._meta: dict[str, dict[str, tuple[str, str, int, str | None, str]]] = defaultdict(dict)
@@ -86,10 +86,10 @@ class MemoryResourceStore(ResourceStore):
                 doc_id = doc["_id"]
                 old = coll.get(doc_id)
                 if old is not None:
-                    self._unindex(rtype, orjson.loads(old))
+                    self._unindex(rtype, fhir_json.loads(old))
                 # An exact-size copy: the bytes orjson returns keep its growth buffer allocated
                 # (measured: 3.3x their length retained for 1.5 KB documents).
-                coll[doc_id] = bytes(memoryview(orjson.dumps(doc)))
+                coll[doc_id] = bytes(memoryview(fhir_json.dumps(doc)))
                 m = doc[META_KEY]
                 metas[doc_id] = (m["tenant"], m["hash"], m["version"], m["file_sha256"], m["first_ingested"])
                 self._index(rtype, doc)
@@ -99,7 +99,7 @@ class MemoryResourceStore(ResourceStore):
             old = self._blobs.get(rtype, {}).pop(doc_id, None)
             self._meta.get(rtype, {}).pop(doc_id, None)
             if old is not None:
-                self._unindex(rtype, orjson.loads(old))
+                self._unindex(rtype, fhir_json.loads(old))
             return old is not None
 
     def _identifier_keys(self, rtype: str, doc: dict[str, Any]) -> list[tuple[str, str, str | None, str]]:
@@ -122,7 +122,7 @@ class MemoryResourceStore(ResourceStore):
     def get_document(self, tenant: str, rtype: str, resource_id: str) -> dict[str, Any] | None:
         with self._lock:
             doc = self._blobs.get(rtype, {}).get(f"{tenant}/{resource_id}")
-        return orjson.loads(doc) if doc is not None else None
+        return fhir_json.loads(doc) if doc is not None else None
 
     def written_by(
         self, tenant: str, rtype: str, ids: Sequence[str], file_sha256: str
@@ -132,7 +132,7 @@ class MemoryResourceStore(ResourceStore):
             versions = {rid: list(self._history.get((rtype, f"{tenant}/{rid}"), ())) for rid in ids}
         for rid, kept in versions.items():
             for _version, blob in kept:
-                meta = orjson.loads(blob)[META_KEY]
+                meta = fhir_json.loads(blob)[META_KEY]
                 if meta["file_sha256"] == file_sha256:
                     found.add((rid, meta["hash"]))
         return found
@@ -140,7 +140,7 @@ class MemoryResourceStore(ResourceStore):
     def history(self, tenant: str, rtype: str, resource_id: str) -> list[dict[str, Any]]:
         with self._lock:
             versions = sorted(self._history.get((rtype, f"{tenant}/{resource_id}"), []))
-        return [orjson.loads(doc) for _, doc in versions]
+        return [fhir_json.loads(doc) for _, doc in versions]
 
     def find_by_identifier(self, tenant: str, rtype: str, system: str | None, value: str) -> list[str]:
         with self._lock:
@@ -182,7 +182,7 @@ class MemoryResourceStore(ResourceStore):
                 blob = self._blobs.get(rtype, {}).get(doc_id)
             if blob is None:
                 continue
-            doc = orjson.loads(blob)
+            doc = fhir_json.loads(blob)
             if since is None or doc[META_KEY]["last_ingested"] >= since:
                 yield strip_document(doc)
 
@@ -197,7 +197,7 @@ class _DecodedDocuments(Mapping[str, dict[str, Any]]):
         self._blobs = blobs
 
     def __getitem__(self, doc_id: str) -> dict[str, Any]:
-        return orjson.loads(self._blobs[doc_id])  # type: ignore[no-any-return]
+        return fhir_json.loads(self._blobs[doc_id])  # type: ignore[no-any-return]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._blobs)

@@ -4,15 +4,25 @@ Layout in one database: one collection per resourceType (``Patient``, ``Encounte
 ``_history`` for previous versions, ``_files`` (one record per received file) and ``_claims``
 (content leases). Documents are the FHIR JSON plus the ``_dz`` metadata sub-document;
 ``_id`` is ``<tenant>/<id>`` so two tenants may both hold ``Patient/123``.
+
+Exact numbers: a decimal that a double would not keep (``80.00``, ``100000000000000000001.25``,
+``processors.fhir_json``) and an integer beyond int64 are stored as BSON Decimal128, which keeps
+digits and exponent (Decimal128('80.00') reads back as 80.00, and the server compares it as a
+number); the rare one Decimal128 cannot hold exactly (more than 34 digits, exponent beyond
++-6111) as ``{"_dz_number": "<its JSON text>"}``, which no valid FHIR resource contains. Such a
+document is flagged ``_dz.exact_numbers``, so only flagged documents are converted back on read.
 """
 
 from __future__ import annotations
 
+import decimal
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from decimal import Decimal
 from typing import Any
 
 import pymongo
+from bson.decimal128 import Decimal128
 from pymongo import ReplaceOne, ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
@@ -31,6 +41,7 @@ from dropzone.store.base import (
     strip_document,
 )
 from dropzone.store.memory import claim_from_document, new_claim_document
+from processors import fhir_json
 
 HISTORY = "_history"
 FILES = "_files"
@@ -38,6 +49,9 @@ CLAIMS = "_claims"
 UPLOADS = "_uploads"
 _RESERVED = {HISTORY, FILES, CLAIMS, UPLOADS}
 _DUPLICATE_KEY = 11000
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_NUMBER_KEY = "_dz_number"
+_EXACT_FLAG = "exact_numbers"
 
 
 def _translate(err: PyMongoError) -> StoreUnavailable:
@@ -74,6 +88,63 @@ def _redacted(text: str, uri: str) -> str:
     for secret in secrets + [unquote(s) for s in secrets]:
         text = text.replace(secret, "***")
     return text.replace(uri, "<MONGODB_URI>")
+
+
+def _bson_number(value: Decimal) -> Decimal128 | dict[str, str]:
+    try:
+        stored = Decimal128(value)
+    except decimal.DecimalException:  # inexact in 34 digits, or exponent out of range
+        stored = None
+    # Decimal128 may also clamp (10**40 becomes 1.000...E+40): equal value, other digits.
+    if stored is not None and stored.to_decimal().as_tuple() == value.as_tuple():
+        return stored
+    return {_NUMBER_KEY: fhir_json.decimal_text(value)}
+
+
+def _encode_numbers(node: Any) -> Any:
+    """``node`` with decimals and ints beyond int64 in BSON form; the same object when it has
+    none (most documents: nothing is copied)."""
+    if isinstance(node, dict):
+        changed = {key: new for key, value in node.items() if (new := _encode_numbers(value)) is not value}
+        return {**node, **changed} if changed else node
+    if isinstance(node, list):
+        items = [_encode_numbers(value) for value in node]
+        return items if any(new is not old for new, old in zip(items, node, strict=True)) else node
+    if isinstance(node, Decimal):
+        return _bson_number(node)
+    if type(node) is int and not _INT64_MIN <= node <= _INT64_MAX:
+        return _bson_number(Decimal(node))
+    return node
+
+
+def _decode_numbers(node: Any) -> Any:
+    """The inverse of ``_encode_numbers``: each number by ``fhir_json``'s rule."""
+    if isinstance(node, dict):
+        text = node.get(_NUMBER_KEY)
+        if len(node) == 1 and isinstance(text, str):
+            return fhir_json.number(Decimal(text))
+        return {key: _decode_numbers(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_decode_numbers(value) for value in node]
+    if isinstance(node, Decimal128):
+        return fhir_json.number(node.to_decimal())
+    return node
+
+
+def to_stored(doc: dict[str, Any]) -> dict[str, Any]:
+    """A document as written to MongoDB (see the module docstring on exact numbers)."""
+    encoded: dict[str, Any] = _encode_numbers(doc)
+    if encoded is not doc:
+        encoded[META_KEY] = {**encoded[META_KEY], _EXACT_FLAG: True}
+    return encoded
+
+
+def from_stored(doc: dict[str, Any]) -> dict[str, Any]:
+    """A document as read from MongoDB, numbers back in ``fhir_json``'s types."""
+    if not doc.get(META_KEY, {}).get(_EXACT_FLAG):
+        return doc
+    decoded: dict[str, Any] = _decode_numbers(doc)
+    return decoded
 
 
 class MongoResourceStore(ResourceStore):
@@ -133,7 +204,8 @@ class MongoResourceStore(ResourceStore):
                         if any(e.get("code") != _DUPLICATE_KEY for e in err.details.get("writeErrors", [])):
                             raise
             if docs:
-                coll.bulk_write([ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs], ordered=False)
+                writes = [ReplaceOne({"_id": d["_id"]}, to_stored(d), upsert=True) for d in docs]
+                coll.bulk_write(writes, ordered=False)
         except PyMongoError as err:
             raise _translate(err) from err
 
@@ -145,7 +217,8 @@ class MongoResourceStore(ResourceStore):
 
     def get_document(self, tenant: str, rtype: str, resource_id: str) -> dict[str, Any] | None:
         try:
-            return self._coll(rtype).find_one({"_id": f"{tenant}/{resource_id}"})
+            doc = self._coll(rtype).find_one({"_id": f"{tenant}/{resource_id}"})
+            return from_stored(doc) if doc is not None else None
         except PyMongoError as err:
             raise _translate(err) from err
 
@@ -168,7 +241,7 @@ class MongoResourceStore(ResourceStore):
             cursor = self._db[HISTORY].find(
                 {f"{META_KEY}.doc": f"{tenant}/{resource_id}", f"{META_KEY}.type": rtype}
             )
-            return sorted(cursor, key=lambda d: d[META_KEY]["version"])
+            return [from_stored(d) for d in sorted(cursor, key=lambda d: d[META_KEY]["version"])]
         except PyMongoError as err:
             raise _translate(err) from err
 
@@ -213,7 +286,7 @@ class MongoResourceStore(ResourceStore):
         try:
             # Sorted by the (tenant, id) index; the cursor streams in batches.
             for doc in self._coll(rtype).find(query).sort("id", pymongo.ASCENDING):
-                yield strip_document(doc)
+                yield strip_document(from_stored(doc))
         except PyMongoError as err:
             raise _translate(err) from err
 

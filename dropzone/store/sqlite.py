@@ -10,7 +10,8 @@ Layout (schema version ``SCHEMA_VERSION``, kept in ``dz_meta``):
 
 * ``resources``: one row per current resource, the FHIR JSON as text in ``body`` (exactly what
   the API and ``export`` return: the sender's resource with our ``meta.versionId`` and
-  ``meta.lastUpdated``), tenant/type/id/version/hash in columns;
+  ``meta.lastUpdated``; numbers keep their digits, ``processors.fhir_json``),
+  tenant/type/id/version/hash in columns;
 * ``history``: previous versions, same shape; ``identifiers``: (system, value) lookups;
 * ``files``, ``claims``, ``uploads``: the ledger.
 
@@ -45,6 +46,7 @@ from dropzone.store.base import (
     strip_document,
 )
 from dropzone.store.memory import claim_from_document, new_claim_document
+from processors import fhir_json
 
 SCHEMA_VERSION = 1
 # Well under SQLite's bound-parameter limit (32,766 since 3.32) with room for the other columns.
@@ -198,13 +200,19 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
 
 
 def _json(value: Any) -> str:
+    """A ledger record (file, upload) as text."""
     return orjson.dumps(value, default=str).decode()
+
+
+def _body(resource: dict[str, Any]) -> str:
+    """A resource as stored text: decimals with their exact digits, never quoted."""
+    return fhir_json.dumps(resource).decode()
 
 
 def _document(row: Sequence[Any]) -> dict[str, Any]:
     """(tenant, type, id, version, hash, file_sha256, first, last, body) -> a stored document."""
     tenant, _rtype, rid, version, digest, file_sha, first, last, body = row
-    doc: dict[str, Any] = orjson.loads(body)
+    doc: dict[str, Any] = fhir_json.loads(body)
     doc["_id"] = f"{tenant}/{rid}"
     doc[META_KEY] = {
         "tenant": tenant,
@@ -293,7 +301,7 @@ class SqliteResourceStore(ResourceStore):
                         meta["file_sha256"],
                         meta["first_ingested"],
                         meta["last_ingested"],
-                        _json(strip_document(doc)),
+                        _body(strip_document(doc)),
                     )
                 )
                 identities.append((tenant, rtype, rid))
@@ -393,7 +401,7 @@ class SqliteResourceStore(ResourceStore):
             if not page:
                 return
             for _rid, body in page:
-                yield orjson.loads(body)
+                yield fhir_json.loads(body)
             after = page[-1][0]
 
     @_translated

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from processors.csv_claims.fhir import (
@@ -188,7 +189,7 @@ def _coverage(
     months: int | None,
     variable: str,
     amount_columns: tuple[str, ...],
-    amounts: dict[str, float | None],
+    amounts: dict[str, Decimal | None],
     period: dict[str, str],
     local: str,
 ) -> dict[str, Any]:

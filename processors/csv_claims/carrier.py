@@ -3,6 +3,7 @@ used slot one item with its line amounts; claim totals are the sums over used li
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from processors.csv_claims.beneficiary import coverage_id
@@ -104,7 +105,8 @@ def map_carrier(layout: Layout, claim_id: str, bene: str, v: RowValues) -> Claim
     eob["insurance"] = [{"focal": True, "coverage": {"reference": f"Coverage/{cov}"}}]
 
     items = []
-    totals: dict[str, tuple[dict[str, Any], float]] = {}
+    # Exact sums of the line amounts' CSV text (Decimal), so a total needs no rounding.
+    totals: dict[str, tuple[dict[str, Any], Decimal]] = {}
     for n in used:
         item: dict[str, Any] = {"sequence": n}
         extensions = []
@@ -132,8 +134,8 @@ def map_carrier(layout: Layout, claim_id: str, bene: str, v: RowValues) -> Claim
                 continue
             category = bb_category(system, code, variable)
             adjudication.append({"category": category, "amount": money(amount)})
-            previous = totals.get(column, (category, 0.0))[1]
-            totals[column] = (category, round(previous + amount, 2))
+            previous = totals.get(column, (category, Decimal(0)))[1]
+            totals[column] = (category, previous + amount)
         item["adjudication"] = adjudication
         items.append(item)
     if not items:

@@ -6,7 +6,10 @@ docs in README, "Claims CSV and mappings", and SYNPUF_MAPPING.md).
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
+
+from processors import fhir_json
 
 BB = "https://bluebutton.cms.gov/resources/variables/"
 BBCS = "https://bluebutton.cms.gov/resources/codesystem/"
@@ -44,8 +47,8 @@ def concept(*codings: dict[str, Any], text: str | None = None) -> dict[str, Any]
     return out
 
 
-def money(value: float) -> dict[str, Any]:
-    return {"value": value, "currency": "USD"}
+def money(value: Decimal) -> dict[str, Any]:
+    return {"value": fhir_json.number(value), "currency": "USD"}
 
 
 def ref(rtype: str, rid: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ import zoneinfo
 from datetime import date, datetime
 from typing import Any
 
+from processors import fhir_json
 from processors.base import Issue
 from processors.csv_claims.mapping_schema import CsvMapping, ElementSpec, Token, parse_path, template_fields
 from processors.csv_claims.values import parse_decimal, parse_integer
@@ -50,7 +51,7 @@ def convert(value: str, kind: str, formats: list[str] | None, zone: zoneinfo.Zon
         decimal = parse_decimal(value)
         if decimal is None:
             raise ConversionError("is not a decimal number")
-        return float(decimal)
+        return fhir_json.number(decimal)  # exact: "80.00" stays 80.00
     if kind == "boolean":
         folded = value.casefold()
         if folded in _TRUE:

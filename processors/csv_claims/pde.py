@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from processors import fhir_json
 from processors.csv_claims.beneficiary import coverage_id
 from processors.csv_claims.eob import C4BB_ADJ, ClaimResult, eob_header, payment_status
 from processors.csv_claims.fhir import (
@@ -57,7 +58,7 @@ def map_pde(layout: Layout, pde_id: str, bene: str, v: RowValues) -> ClaimResult
         product_concept = concept(coding(HL7 + "data-absent-reason", "masked", "Masked"), text=product)
     item: dict[str, Any] = {"sequence": 1, "productOrService": product_concept, "servicedDate": served}
     if quantity is not None:
-        item["quantity"] = {"value": quantity}
+        item["quantity"] = {"value": fhir_json.number(quantity)}
     adjudication = []
     if patient_paid is not None:
         adjudication.append(

@@ -51,10 +51,10 @@ class RowValues:
             return None
         return parsed.isoformat()
 
-    def amount(self, column: str) -> float | None:
-        """A decimal amount as a JSON number. Parsed with Decimal so junk is rejected rather than
-        rounded; stored as a float because BSON has no arbitrary-precision decimal and the
-        shortest float repr of a cents amount reproduces it exactly."""
+    def amount(self, column: str) -> Decimal | None:
+        """A decimal amount with the digits of the CSV text (``80.00`` stays 80.00: FHIR
+        decimals keep their precision); ``fhir_json.number`` makes it a JSON number. Junk is
+        rejected rather than rounded."""
         value = self.text(column)
         if value is None:
             return None
@@ -62,7 +62,7 @@ class RowValues:
         if number is None:
             self.problem("invalid_number", column, f"{column} is not a number")
             return None
-        return float(number)
+        return number
 
     def integer(self, column: str, minimum: int | None = None, maximum: int | None = None) -> int | None:
         value = self.text(column)
@@ -94,7 +94,8 @@ def parse_yyyymmdd(value: str) -> date | None:
 def parse_decimal(value: str) -> Decimal | None:
     if not _DECIMAL.match(value):
         return None
-    # More significant digits than a double holds would be silently rounded on the way to JSON.
+    # More significant digits than any claims amount has; also what a consumer reading JSON
+    # numbers as doubles keeps.
     digits = value.lstrip("+-").replace(".", "").lstrip("0")
     if len(digits) > 15:
         return None

@@ -1,0 +1,286 @@
+"""FHIR JSON with exact numbers: one rule for what a number becomes, on every parse path.
+
+FHIR decimals carry their precision (``80.00`` is not ``80.0``, R4 2.1.28.0.1), and orjson and
+ijson's floats drop it. The rule, applied the same way by ``loads``, ``normalise`` (numbers from
+ijson's ``use_float=False``) and ``number`` (decimals built in code, e.g. from CSV text):
+
+* an integer token (no fraction, no exponent) is an ``int`` of any size;
+* any other token is read as a decimal ``d`` (digits and exponent); it is an ``int`` when its
+  exponent is 0 (``80e0``), a ``float`` when the text orjson writes for ``float(d)`` equals
+  ``decimal_text(d)``, else a ``JsonDecimal``.
+
+``decimal_text`` is the number's JSON text: plain notation when the exponent is not positive
+(the sender's text, since that is how plain tokens look), scientific otherwise. So a token in
+plain notation (``80.00``, ``1.50``, ``0.0000001``) is written back exactly as sent; one in
+exponent notation keeps its value and significant digits in a canonical form (``1e5`` ->
+``1E+5``). That canonical form, rather than the literal token, is what every path can agree on:
+ijson hands over a ``Decimal`` without its token, and MongoDB's Decimal128 keeps digits and
+exponent, not notation.
+
+``dumps`` writes floats as orjson does and decimals (and ints beyond 64 bits) as their exact
+text; the common document without either costs one plain ``orjson.dumps``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+# orjson.JSONDecodeError subclasses it, so one ``except`` covers both parsers.
+JSONDecodeError = json.JSONDecodeError
+JSONEncodeError = orjson.JSONEncodeError
+
+# Plain notation for exponents down to this many places below the point: beyond it a text such as
+# ``1e-100000000`` would become 100 MB of zeros.
+_PLAIN_LIMIT = 100
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
+# Number tokens orjson may not read by the rule: a fraction, an exponent, or 19+ digits (orjson
+# reads integers beyond 64 bits as floats). Inside a document a number token always follows
+# ``:``, ``,`` or ``[`` plus JSON whitespace, so none is missed (a top-level number is checked
+# apart); a match inside a string only costs an exact, slower parse.
+_CANDIDATE = re.compile(rb"[:,\[][ \t\r\n]*(-?(?:\d+\.\d+(?:[eE][+-]?\d+)?|\d+[eE][+-]?\d+|\d{19,}))")
+# In text that orjson wrote, a float in exponent form: the rule makes it a JsonDecimal.
+_ORJSON_EXPONENT = re.compile(rb"e[+-]\d+(?:[,\]}]|\Z)")
+_NUMBER_START = frozenset(b"-0123456789")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+class JsonDecimal(Decimal):
+    """A decimal JSON number that a float would not write back the same; ``str()`` is its JSON
+    text (``decimal_text``)."""
+
+    __slots__ = ("_text",)
+    _text: str
+
+    def __new__(cls, value: str | Decimal) -> JsonDecimal:
+        self = super().__new__(cls, value)
+        if not self.is_finite():
+            raise ValueError("NaN and Infinity are not JSON numbers")
+        self._text = _canonical(self)
+        return self
+
+    def __str__(self) -> str:
+        return self._text
+
+    def __repr__(self) -> str:
+        return f"JsonDecimal('{self._text}')"
+
+
+def _canonical(d: Decimal) -> str:
+    text = Decimal.__str__(d)
+    if "E" not in text:
+        return text  # str() is plain notation exactly when the exponent is <= 0 and small
+    exponent = d.as_tuple().exponent
+    if isinstance(exponent, int) and exponent <= 0 and d.adjusted() >= -_PLAIN_LIMIT:
+        return Decimal.__format__(d, "f")
+    return text
+
+
+def decimal_text(d: Decimal) -> str:
+    """The JSON text of a finite decimal (see the module docstring)."""
+    if isinstance(d, JsonDecimal):
+        return d._text
+    if not d.is_finite():
+        raise ValueError("NaN and Infinity are not JSON numbers")
+    return _canonical(d)
+
+
+def number(d: Decimal) -> int | float | JsonDecimal:
+    """A decimal as the rule's Python value (see the module docstring)."""
+    text = decimal_text(d)
+    if "." not in text and "E" not in text:
+        return int(text)  # exponent 0: the text of an integer token
+    as_float = float(text)
+    if orjson.dumps(as_float) == text.encode():
+        return as_float
+    return d if isinstance(d, JsonDecimal) else JsonDecimal(d)
+
+
+def _parse_float(token: str) -> int | float | JsonDecimal:
+    return number(Decimal(token))
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_DECODER = json.JSONDecoder(parse_float=_parse_float, parse_constant=_reject_constant)
+
+
+# -- parsing ---------------------------------------------------------------------------------------
+
+
+def loads(data: bytes | bytearray | memoryview | str) -> Any:
+    """Parse JSON with the number rule; malformed input raises ``JSONDecodeError``."""
+    raw = _as_bytes(data)
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        if _needs_exact_parse(raw):
+            return _exact_loads(raw)  # e.g. 1e400, which orjson refuses as infinite
+        raise
+    if _orjson_was_exact(raw, value):
+        return value
+    return _exact_loads(raw)
+
+
+def _orjson_was_exact(raw: bytes, value: Any) -> bool:
+    """Whether orjson's result already follows the rule. Fast case: orjson writes the text back
+    byte for byte (compact Bulk Data NDJSON), so every number token is orjson's own float or
+    int text, and only an exponent form needs the exact parse."""
+    try:
+        same = orjson.dumps(value) == raw
+    except JSONEncodeError:  # nested deeper than orjson writes
+        same = False
+    if same:
+        return not ((b"e-" in raw or b"e+" in raw) and _ORJSON_EXPONENT.search(raw))
+    return not _needs_exact_parse(raw)
+
+
+def _as_bytes(data: bytes | bytearray | memoryview | str) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        try:
+            return data.encode()
+        except UnicodeEncodeError as err:
+            raise JSONDecodeError("lone surrogate in the text", "", err.start) from None
+    return bytes(data)
+
+
+def _needs_exact_parse(raw: bytes) -> bool:
+    start = raw.lstrip(b" \t\r\n")[:1]
+    if start and start[0] in _NUMBER_START:
+        return True  # the whole document is one number: rare, let the exact parser decide
+    for match in _CANDIDATE.finditer(raw):
+        token = match.group(1)
+        if b"." not in token or b"e" in token or b"E" in token:
+            return True  # exponent or long integer: rare, and orjson's reading is not the rule's
+        if orjson.dumps(float(token)) != token:
+            return True
+    return False
+
+
+def _exact_loads(raw: bytes) -> Any:
+    """The standard library's parser, as strict as orjson: UTF-8 only, no NaN/Infinity, no lone
+    surrogate escapes."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise JSONDecodeError(f"not valid UTF-8 ({err.reason})", "", err.start) from None
+    try:
+        value = _DECODER.decode(text)
+    except JSONDecodeError:
+        raise
+    except RecursionError:
+        raise JSONDecodeError("nested too deeply", text, 0) from None
+    except ValueError as err:  # NaN/Infinity, or an integer past Python's digit limit
+        raise JSONDecodeError(str(err), text, _constant_position(text)) from None
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+        raise JSONDecodeError("lone surrogate escape in a string", text, 0)
+    return value
+
+
+def _constant_position(text: str) -> int:
+    found = re.search(r"[:,\[]\s*(-?Infinity|NaN)", text)
+    return found.start(1) if found else 0
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str):
+            try:
+                node.encode()
+            except UnicodeEncodeError:
+                return True
+    return False
+
+
+def normalise(node: Any) -> Any:
+    """Apply the number rule, in place, to what ijson built with ``use_float=False`` (ints stay,
+    each ``Decimal`` becomes ``number(d)``). Returns ``node`` (or its replacement when it is a
+    number itself)."""
+    if isinstance(node, Decimal):
+        return number(node)
+    stack = [node] if isinstance(node, dict | list) else []
+    while stack:
+        container = stack.pop()
+        items = container.items() if isinstance(container, dict) else enumerate(container)
+        for key, value in items:
+            if isinstance(value, Decimal):
+                # dict.__setitem__ also for dict subclasses: json_keys.KeyTrackingDict notes keys.
+                if isinstance(container, dict):
+                    dict.__setitem__(container, key, number(value))
+                else:
+                    container[key] = number(value)
+            elif isinstance(value, dict | list):
+                stack.append(value)
+    return node
+
+
+# -- writing ---------------------------------------------------------------------------------------
+
+# Unguessable per process, so no string in real data equals a placeholder.
+_TOKEN = "dz-number-" + secrets.token_hex(16) + "-"
+_PLACEHOLDER = re.compile(b'"' + re.escape(_TOKEN.encode()) + rb'(\d+)"')
+
+
+def dumps(obj: Any, *, sort_keys: bool = False) -> bytes:
+    """orjson.dumps, with decimals and ints beyond 64 bits written as their exact JSON text."""
+    option = orjson.OPT_SORT_KEYS if sort_keys else 0
+    try:
+        return orjson.dumps(obj, option=option)
+    except JSONEncodeError:
+        pass
+    try:
+        return _dumps_exact(obj, option)
+    except ValueError as err:  # a NaN or infinite Decimal
+        raise JSONEncodeError(str(err)) from None
+
+
+def _dumps_exact(obj: Any, option: int) -> bytes:
+    texts: list[str] = []
+
+    def placeholder(value: Any) -> str:
+        if not isinstance(value, Decimal):
+            raise TypeError
+        texts.append(decimal_text(value))
+        return f"{_TOKEN}{len(texts) - 1}"
+
+    try:
+        out = orjson.dumps(obj, default=placeholder, option=option)
+    except JSONEncodeError:
+        # An int beyond 64 bits (orjson never hands ints to ``default``), or nesting too deep,
+        # which the second dumps raises again for the caller.
+        texts.clear()
+        out = orjson.dumps(_substituted(obj, texts), option=option)
+    if not texts:
+        return out
+    return _PLACEHOLDER.sub(lambda m: texts[int(m.group(1))].encode(), out)
+
+
+def _substituted(node: Any, texts: list[str]) -> Any:
+    """A copy with every decimal and out-of-range int replaced by a placeholder string."""
+    if isinstance(node, dict):
+        return {key: _substituted(value, texts) for key, value in node.items()}
+    if isinstance(node, list | tuple):
+        return [_substituted(value, texts) for value in node]
+    if isinstance(node, Decimal) or (
+        type(node) is int and not _INT64_MIN <= node <= _UINT64_MAX
+    ):
+        texts.append(decimal_text(node) if isinstance(node, Decimal) else str(node))
+        return f"{_TOKEN}{len(texts) - 1}"
+    return node
