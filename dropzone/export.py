@@ -1,9 +1,9 @@
 """Stored resources out as FHIR Bulk Data NDJSON: one ``<Type>.ndjson`` per resourceType.
 
 Each line is the resource exactly as stored (the sender's JSON, numbers with their exact digits,
-with our ``meta.versionId`` and ``meta.lastUpdated``), never the internal metadata. Streaming: one resource in memory at a time;
-each file is written under a temporary name and renamed when complete, so a reader never sees
-half a type.
+with our ``meta.versionId`` and ``meta.lastUpdated``), never the internal metadata. Streaming:
+one resource in memory at a time; each file is written under a temporary name and renamed when
+complete, so a reader never sees half a type.
 """
 
 from __future__ import annotations

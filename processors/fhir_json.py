@@ -278,9 +278,7 @@ def _substituted(node: Any, texts: list[str]) -> Any:
         return {key: _substituted(value, texts) for key, value in node.items()}
     if isinstance(node, list | tuple):
         return [_substituted(value, texts) for value in node]
-    if isinstance(node, Decimal) or (
-        type(node) is int and not _INT64_MIN <= node <= _UINT64_MAX
-    ):
+    if isinstance(node, Decimal) or (type(node) is int and not _INT64_MIN <= node <= _UINT64_MAX):
         texts.append(decimal_text(node) if isinstance(node, Decimal) else str(node))
         return f"{_TOKEN}{len(texts) - 1}"
     return node

@@ -82,6 +82,7 @@ OPENAPI_SCHEMAS = {
     },
 }
 
+
 class FhirJSONResponse(JSONResponse):
     """A stored resource as FHIR JSON with its numbers' exact digits (Starlette's json.dumps
     cannot write a decimal)."""
