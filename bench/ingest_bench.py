@@ -4,6 +4,7 @@ Run from the repository root (see bench/README.md)::
 
     .venv/bin/python bench/ingest_bench.py                 # >= 1,000,000 resources
     .venv/bin/python bench/ingest_bench.py --resources 100000 --skip-naive
+    .venv/bin/python bench/ingest_bench.py --resources 20000 --skip-naive --rss-sizes 1G,4G
 
 What it does, in one process, on one data set:
 
@@ -17,10 +18,16 @@ What it does, in one process, on one data set:
 4. the pipeline: ``Pipeline(settings, MemoryStore(), FolderSource(zone)).drain(...)`` with the
    default settings (2 validation processes, batches of 500), file by file so the per-stage
    times (``Pipeline.last_times``) can be summed;
-5. re-ingest: the same files again under new names with one extra trailing newline (new content
-   hashes, so not duplicates; unchanged resources, so validation is skipped).
+5. re-ingest: the same resources again, re-serialized (top-level keys reversed, a space after
+   every ``:`` and ``,``) in new files: same content in other bytes, so not duplicates, and the
+   canonical hashes are already stored, so validation is skipped; ``--newline-reingest`` adds the
+   older variant (byte-identical lines, one more trailing newline per file);
+6. ``--rss-sizes 1G,4G`` (off by default, slow): per size one NDJSON file of replicated Synthea
+   Observations with fresh ids, ingested on a fresh zone with the SQLite store in a fresh process,
+   whose peak RSS (main + pool) is sampled.
 
-Prints a table and writes ``<out>/results.json``. Times are measured, never asserted.
+Prints a table, then the issue's targets beside this run's figures ("target >= X: figure (met /
+not met)"), and writes ``<out>/results.json``. Times are measured, never asserted.
 The files are freshly written, so reads come from the page cache (warm-cache figures).
 """
 
@@ -37,6 +44,7 @@ import platform
 import re
 import resource
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -526,6 +534,104 @@ def copies_with_trailing_newline(paths: list[Path], incoming: Path) -> None:
             fh.write(gzip.compress(b"\n", mtime=0) if path.suffix == ".gz" else b"\n")
 
 
+# -- re-ingest in other bytes ---------------------------------------------------------------------------
+
+RESERIALIZED_SCHEME = 1  # bump when reserialize() changes, so a kept set is not reused
+
+
+def reserialize(line: bytes) -> bytes:
+    """The same resource in other bytes: top-level keys in reverse order, and a space after every
+    ``:`` and ``,`` between tokens (orjson's indented output joined back onto one line; the
+    indentation is all that ``strip`` removes, since every piece starts and ends at a token).
+    The canonical hash that decides 'unchanged' is the same, but no line, file or prefix is
+    byte-identical to what was ingested first: a shortcut on raw bytes cannot help."""
+    doc = orjson.loads(line)
+    pretty = orjson.dumps(dict(reversed(doc.items())), option=orjson.OPT_INDENT_2)
+    return b" ".join(part.strip() for part in pretty.split(b"\n"))
+
+
+def check_reserialize(templates: dict[str, list[Template]]) -> None:
+    """Self-check on the first line of every type: other bytes, one line, same canonical hash."""
+    prefix = replica_prefix(0)
+    for rtype, group in templates.items():
+        line = prefix.join(group[0].pieces)
+        again = reserialize(line)
+        if (
+            again == line
+            or b"\n" in again
+            or resource_hash(orjson.loads(again)) != resource_hash(orjson.loads(line))
+        ):
+            raise SystemExit(f"re-serialization self-check failed for a {rtype} line")
+
+
+@dataclass(slots=True)
+class Reserialized:
+    folder: str
+    files: list[str]
+    bytes_ndjson: int  # decompressed size: the spaced lines are longer than the originals
+    key: dict[str, Any]  # what it was made from, for reuse by a later --keep run
+    seconds: float = 0.0
+    reused: bool = False
+
+    def paths(self) -> list[Path]:
+        return [Path(self.folder) / f for f in self.files]
+
+
+def reserialized_key(ds: Dataset) -> dict[str, Any]:
+    return {
+        "scheme": RESERIALIZED_SCHEME,
+        "replicas": ds.replicas,
+        "gzip": ds.gzip,
+        "file_resources": ds.file_resources,
+        "sample_fingerprint": ds.sample_fingerprint,
+    }
+
+
+def reusable_reserialized(folder: Path, ds: Dataset) -> Reserialized | None:
+    if not ds.reused:
+        return None
+    try:
+        found = Reserialized(**json.loads((folder / "manifest.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    if found.key != reserialized_key(ds) or not all(p.is_file() for p in found.paths()):
+        return None
+    found.reused = True
+    return found
+
+
+def write_reserialized(ds: Dataset, folder: Path) -> Reserialized:
+    """Every file of the data set again, each line re-serialized (outside any timing)."""
+    found = reusable_reserialized(folder, ds)
+    if found is not None:
+        return found
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    started = time.perf_counter()
+    total = 0
+    for path in ds.paths():
+        raw = (folder / path.name).open("wb")
+        out: BinaryIO = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) if ds.gzip else raw
+        try:
+            with open_data(path) as fh:
+                for line in fh:
+                    again = reserialize(line) + b"\n"
+                    out.write(again)
+                    total += len(again)
+        finally:
+            out.close()
+            raw.close()
+    made = Reserialized(
+        str(folder),
+        [p.name for p in ds.paths()],
+        total,
+        reserialized_key(ds),
+        round(time.perf_counter() - started, 2),
+    )
+    (folder / "manifest.json").write_text(json.dumps(asdict(made), indent=2))
+    return made
+
+
 class FileStageClock:
     """Times the two whole-file steps the Pipeline runs before loading: ``sha256_file`` (the
     first full read of the file, for the ledger's content identity) and ``sniff``. They are
@@ -591,6 +697,268 @@ def run_pipeline(name: str, pipeline: Pipeline, source: FolderSource, ndjson_byt
     return phase
 
 
+# -- peak RSS by input size -----------------------------------------------------------------------------
+
+BUNDLES_NAME = "synthea-r4-transaction-bundles"
+SIZE_UNITS = {"K": 10**3, "M": 10**6, "G": 10**9}
+RSS_TOLERANCE = 0.10  # the issue's target: the figures within +-10% of each other
+# Free disk wanted per input byte: the file, its SQLite store (measured ~1.75 bytes per NDJSON
+# byte for these Observations, WAL included) and slack; one size is on disk at a time.
+DISK_PER_INPUT_BYTE = 3.0
+DISK_MARGIN = 2 * 10**9
+
+
+def parse_sizes(text: str) -> list[tuple[str, int]]:
+    """``1G,4G`` -> [("1G", 10**9), ("4G", 4 * 10**9)]; decimal units K, M, G."""
+    sizes = []
+    for item in (t.strip().upper() for t in text.split(",") if t.strip()):
+        number, unit = (item[:-1], item[-1]) if item[-1] in SIZE_UNITS else (item, "")
+        try:
+            value = float(number) * SIZE_UNITS.get(unit, 1)
+        except ValueError:
+            raise SystemExit(f"--rss-sizes: cannot read {item!r} (e.g. 1G,4G or 200M)") from None
+        if value < 1:
+            raise SystemExit(f"--rss-sizes: {item!r} is not a positive size")
+        sizes.append((item, int(value)))
+    return sizes
+
+
+def load_observation_templates(samples: Path) -> list[Template]:
+    """The Observations of the Synthea transaction Bundles (the Bulk sample has none), their
+    ``urn:uuid:`` references rewritten to ``Type/<id>`` as a Bulk export writes them, cut at the
+    first 8 hex digits of their own id so every written line gets a fresh id."""
+    from processors.fhir_common import rewrite_references
+
+    bundles = [orjson.loads(p.read_bytes()) for p in sorted((samples / BUNDLES_NAME).glob("*.json"))]
+    entries = [e for b in bundles for e in b.get("entry", [])]
+    mapping = {
+        e["fullUrl"]: f"{e['resource']['resourceType']}/{e['resource']['id']}"
+        for e in entries
+        if "fullUrl" in e
+    }
+    templates = []
+    for entry in entries:
+        if entry["resource"]["resourceType"] != "Observation":
+            continue
+        resource, _ = rewrite_references(entry["resource"], mapping)
+        line = orjson.dumps(resource)
+        at = line.index(b'"id":"' + resource["id"].encode()) + len(b'"id":"')
+        templates.append(Template([line[:at], line[at + PREFIX_LEN :]]))
+    suffixes = {t.pieces[1][: 36 - PREFIX_LEN] for t in templates}
+    if not templates or len(suffixes) != len(templates):
+        raise SystemExit(
+            f"no distinct Observation ids in {samples / BUNDLES_NAME}: cannot build the RSS inputs"
+        )
+    return templates
+
+
+def write_observations(path: Path, templates: list[Template], size: int) -> tuple[int, int]:
+    """Stream Observations with fresh ids into one NDJSON file until it holds ``size`` bytes
+    (a replica of the templates more at most); returns (resources, bytes)."""
+    written = count = replica = 0
+    with path.open("wb") as fh:
+        while written < size:
+            prefix = replica_prefix(replica)
+            chunk = b"".join(prefix.join(t.pieces) + b"\n" for t in templates)
+            fh.write(chunk)
+            written += len(chunk)
+            count += len(templates)
+            replica += 1
+    return count, written
+
+
+def disk_shortfall(folder: Path, sizes: list[tuple[str, int]]) -> str | None:
+    """Why the RSS runs cannot fit on the disk of ``folder``, or None."""
+    folder.mkdir(parents=True, exist_ok=True)
+    need = max(size for _, size in sizes) * DISK_PER_INPUT_BYTE + DISK_MARGIN
+    free = shutil.disk_usage(folder).free
+    if free >= need:
+        return None
+    return (
+        f"NOT ENOUGH FREE DISK for --rss-sizes: {free / 10**9:,.1f} GB free under {folder}, "
+        f"~{need / 10**9:,.1f} GB needed (the largest input, its SQLite store and slack)"
+    )
+
+
+def rss_child(data: Path, zone: Path, result_path: Path, settings: Settings) -> int:
+    """Run in a fresh process by ``rss_by_size``: one file through the pipeline on a fresh zone
+    and SQLite store, peak RSS of this process and its pool; the figures go to ``result_path``."""
+    shutil.rmtree(zone, ignore_errors=True)
+    link_into_zone([data], zone / INCOMING / TENANT)
+    source = FolderSource(zone)
+    store = SqliteStore(zone / ".dropzone" / "dropzone.sqlite")
+    try:
+        with Pipeline(settings, store, source, worker_id="bench") as pipeline:
+            phase = run_pipeline(f"ingest {data.name}", pipeline, source, data.stat().st_size)
+        stored = sum(store.resources.counts([TENANT]).values())
+    finally:
+        store.close()
+    store_bytes = sum(p.stat().st_size for p in (zone / ".dropzone").glob("dropzone.sqlite*"))
+    result = phase.as_dict() | {
+        "stored": stored,
+        "store_bytes": store_bytes,
+        "ru_maxrss_self_mb": round(ru_maxrss_mb(resource.RUSAGE_SELF), 1),
+        "ru_maxrss_children_mb": round(ru_maxrss_mb(resource.RUSAGE_CHILDREN), 1),
+    }
+    result_path.write_text(json.dumps(result))
+    return 0
+
+
+def child_command(data: Path, zone: Path, result_path: Path, args: argparse.Namespace) -> list[str]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--rss-child", str(data)]
+    command += ["--rss-child-zone", str(zone), "--rss-child-result", str(result_path)]
+    if args.workers is not None:
+        command += ["--workers", str(args.workers)]
+    if args.batch_size is not None:
+        command += ["--batch-size", str(args.batch_size)]
+    return command
+
+
+def rss_by_size(args: argparse.Namespace, sample_root: Path, out: Path) -> dict[str, Any]:
+    """Each size: generate the file, ingest it in a fresh process (so no heap left by another
+    phase or size counts), remove both before the next size. The child samples its own RSS."""
+    sizes = parse_sizes(args.rss_sizes)
+    folder = out / "rss"
+    shortfall = disk_shortfall(out, sizes)
+    if shortfall is not None:
+        note(shortfall)
+        return {"skipped": shortfall, "runs": []}
+    templates = load_observation_templates(sample_root)
+    runs = []
+    for label, size in sizes:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        data, zone, result_path = (
+            folder / f"Observation.{label}.ndjson",
+            folder / "zone",
+            folder / "result.json",
+        )
+        note(f"RSS by size: writing ~{size / 10**9:,.2f} GB of Observations to {data} ...")
+        started = time.perf_counter()
+        count, written = write_observations(data, templates, size)
+        generated = time.perf_counter() - started
+        note(
+            f"  {count:,} resources, {written / MB:,.0f} MB in {generated:.1f} s; "
+            "ingesting in a fresh process ..."
+        )
+        subprocess.run(child_command(data, zone, result_path, args), check=True)
+        run = json.loads(result_path.read_text())
+        runs.append(
+            {"label": label, "size": size, "bytes": written, "generate_seconds": round(generated, 1), **run}
+        )
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    return {"skipped": None, "runs": runs}
+
+
+def rss_ratio(rss: dict[str, Any] | None) -> float | None:
+    """Peak RSS (main + pool) of the largest input over that of the smallest."""
+    runs = sorted((rss or {}).get("runs", []), key=lambda r: r["size"])
+    if len(runs) < 2 or not runs[0]["rss"].get("peak_rss_total_mb"):
+        return None
+    return runs[-1]["rss"]["peak_rss_total_mb"] / runs[0]["rss"]["peak_rss_total_mb"]
+
+
+def print_rss(rss: dict[str, Any]) -> None:
+    print()
+    if rss.get("skipped"):
+        print(f"Peak RSS by input size: {rss['skipped']}")
+        return
+    print("Peak RSS by input size (one NDJSON file of Observations each; SQLite store; fresh zone and")
+    print("process each; sampled every 0.25 s; pool = the validation workers and their forkserver):")
+    header = (
+        f"  {'size':>6}{'resources':>12}{'NDJSON MB':>11}{'ingest s':>10}{'res/s':>9}"
+        f"{'peak RSS MB main / pool / total':>34}{'maxrss main':>13}{'store MB':>10}"
+    )
+    print(header)
+    for r in rss["runs"]:
+        m = r["rss"]
+        peaks = (
+            f"{m['peak_rss_main_mb']:,.0f} / {m['peak_rss_children_mb']:,.0f} / {m['peak_rss_total_mb']:,.0f}"
+        )
+        print(
+            f"  {r['label']:>6}{r['resources']:>12,}{r['bytes'] / MB:>11,.0f}{r['seconds']:>10.1f}"
+            f"{r['resources_per_second']:>9,}{peaks:>34}{r['ru_maxrss_self_mb']:>13,.0f}"
+            f"{r['store_bytes'] / MB:>10,.0f}"
+        )
+        if r["stored"] != r["resources"] or r["extra"].get("counts", {}).get("rejected"):
+            print(
+                f"    WARNING: {r['stored']:,} stored of {r['resources']:,}; "
+                f"counts {r['extra'].get('counts')}"
+            )
+
+
+# -- targets --------------------------------------------------------------------------------------------
+
+TARGET_INGEST_OVER_PARSE = 0.09  # first ingest res/s over single-core orjson parse-only res/s
+TARGET_REINGEST_SPEEDUP = 10.0  # re-ingest (same resources, other bytes) res/s over first ingest res/s
+
+
+@dataclass(slots=True)
+class Target:
+    name: str
+    target: str
+    figure: float | None
+    met: bool | None
+    why_not: str = ""  # when there is no figure
+
+    def line(self) -> str:
+        if self.figure is None:
+            return f"{self.name}: target {self.target}: not measured ({self.why_not})"
+        return f"{self.name}: target {self.target}: {self.figure:#.3g} ({'met' if self.met else 'not met'})"
+
+
+def speed_ratio(a: Phase | None, b: Phase | None) -> float | None:
+    return a.per_second / b.per_second if a and b and b.per_second else None
+
+
+def compute_targets(phases: list[Phase], stores: list[str], rss: dict[str, Any] | None) -> list[Target]:
+    by_name = {p.name: p for p in phases}
+    parse = by_name.get("parse-only ceiling")
+    out = []
+    for kind in stores:
+        ingest, again = by_name.get(f"ingest {kind}"), by_name.get(f"re-ingest {kind}")
+        first = speed_ratio(ingest, parse)
+        out.append(
+            Target(
+                f"first ingest ({kind}) / single-core orjson parse-only",
+                f">= {TARGET_INGEST_OVER_PARSE}",
+                first,
+                first is not None and first >= TARGET_INGEST_OVER_PARSE,
+                "" if first is not None else "phase missing",
+            )
+        )
+        speedup = speed_ratio(again, ingest)
+        out.append(
+            Target(
+                f"re-ingest, same resources in other bytes ({kind}) / first ingest",
+                f">= {TARGET_REINGEST_SPEEDUP:g}",
+                speedup,
+                speedup is not None and speedup >= TARGET_REINGEST_SPEEDUP,
+                "" if speedup is not None else "phase missing",
+            )
+        )
+    ratio = rss_ratio(rss)
+    why = "--rss-sizes not given" if rss is None else rss.get("skipped") or "needs two sizes"
+    out.append(
+        Target(
+            "peak RSS main + pool, largest / smallest --rss-sizes input",
+            f"within +-{RSS_TOLERANCE:.0%} (>= {1 - RSS_TOLERANCE:.2f} and <= {1 + RSS_TOLERANCE:.2f})",
+            ratio,
+            ratio is not None and abs(ratio - 1) <= RSS_TOLERANCE,
+            "" if ratio is not None else why,
+        )
+    )
+    return out
+
+
+def print_targets(targets: list[Target]) -> None:
+    print()
+    print("Targets of the issue (figures of this run; nothing is asserted):")
+    for t in targets:
+        print(f"  {t.line()}")
+
+
 # -- output ---------------------------------------------------------------------------------------------
 
 
@@ -639,7 +1007,8 @@ def print_table(ds: Dataset, phases: list[Phase], settings: Settings) -> None:
     print("Seconds per stage, wall time in the main process. Pipeline: 'read' = the sha256 pass over each")
     print("file, 'parse' = reading again + orjson + shape checks, 'validate' = waiting on the pool,")
     print("'other' = the rest: sending batches to the pool, per-record bookkeeping, ledger, moves,")
-    print("starting the pool.")
+    print("starting the pool. 're-ingest <store>' = the same resources re-serialized (other bytes) in")
+    print("new files; '+newline' = byte-identical lines in new files (--newline-reingest).")
     for p in phases:
         if p.stages:
             cells = "  ".join(f"{k} {v:,.1f}" for k, v in p.stages.items())
@@ -703,7 +1072,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out", help="work folder")
     parser.add_argument("--samples", type=Path, default=None, help="the shared samples folder")
+    parser.add_argument(
+        "--newline-reingest",
+        action="store_true",
+        help="also re-ingest byte-identical lines (copies with one more trailing newline)",
+    )
+    parser.add_argument(
+        "--rss-sizes",
+        default=None,
+        help="e.g. 1G,4G: peak RSS of one NDJSON file of each size (decimal units K/M/G), SQLite "
+        "store, fresh process each; slow (see bench/README.md), off by default",
+    )
+    # Internal: the fresh process that ingests one --rss-sizes file.
+    parser.add_argument("--rss-child", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--rss-child-zone", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--rss-child-result", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.rss_sizes:
+        parse_sizes(args.rss_sizes)  # fail on a typo now, not after the main phases
     if args.resources < 1 or args.file_resources < 1 or args.naive_resources < 1:
         parser.error("counts must be positive")
     return args
@@ -718,22 +1104,35 @@ def open_bench_store(kind: str, zone: Path) -> Store:
     raise SystemExit(f"unknown store {kind!r} (memory, sqlite)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    sample_dir = (args.samples or default_samples_dir()) / SAMPLE_NAME
-    if not sample_dir.is_dir():
-        raise SystemExit(f"sample folder not found: {sample_dir} (use --samples)")
-    out: Path = args.out.resolve()
-    data_dir, zone = out / ("data-gz" if args.gzip else "data"), out / "zone"
-
+def bench_settings(args: argparse.Namespace) -> Settings:
     settings = Settings()
     if args.workers is not None:
         settings.pipeline.validation_workers = args.workers
     if args.batch_size is not None:
         settings.pipeline.batch_size = args.batch_size
+    return settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = bench_settings(args)
+    if args.rss_child is not None:
+        return rss_child(args.rss_child, args.rss_child_zone, args.rss_child_result, settings)
+    samples_root: Path = args.samples or default_samples_dir()
+    sample_dir = samples_root / SAMPLE_NAME
+    if not sample_dir.is_dir():
+        raise SystemExit(f"sample folder not found: {sample_dir} (use --samples)")
+    out: Path = args.out.resolve()
+    data_dir, zone = out / ("data-gz" if args.gzip else "data"), out / "zone"
+    reser_dir = data_dir.with_name(data_dir.name + "-reserialized")
+    if args.rss_sizes:
+        shortfall = disk_shortfall(out, parse_sizes(args.rss_sizes))
+        if shortfall is not None:  # said up front too, so nobody waits for the main phases to learn it
+            note(shortfall + "; the RSS runs will be skipped")
 
     templates = load_templates(sample_dir)
     check_templates(templates)
+    check_reserialize(templates)
     per_replica = sum(len(g) for g in templates.values())
     replicas = math.ceil(args.resources / per_replica)
     fingerprint = sample_fingerprint(sample_dir)
@@ -752,7 +1151,15 @@ def main(argv: list[str] | None = None) -> int:
         manifest.write_text(json.dumps(asdict(ds), indent=2))
     del templates
 
+    note("Re-serializing the data set for the re-ingest phases (not timed) ...")
+    reser = write_reserialized(ds, reser_dir)
+    how = "reused" if reser.reused else f"written in {reser.seconds:.1f} s"
+    note(f"  {len(reser.files)} files, {reser.bytes_ndjson / MB:,.1f} MB NDJSON, {how}")
+
+    stores = [k.strip() for k in args.stores.split(",") if k.strip()]
     phases: list[Phase] = []
+    rss: dict[str, Any] | None = None
+    stored: dict[str, int] = {}
     try:
         note("Read only ...")
         phases.append(read_only(ds))
@@ -762,8 +1169,7 @@ def main(argv: list[str] | None = None) -> int:
             note(f"Naive loader on ~{args.naive_resources:,} resources ...")
             phases.append(naive(ds, args.naive_resources))
 
-        stored: dict[str, int] = {}
-        for kind in [k.strip() for k in args.stores.split(",") if k.strip()]:
+        for kind in stores:
             shutil.rmtree(zone, ignore_errors=True)
             incoming = zone / INCOMING / TENANT
             link_into_zone(ds.paths(), incoming)
@@ -773,20 +1179,32 @@ def main(argv: list[str] | None = None) -> int:
                 with Pipeline(settings, store, source, worker_id="bench") as pipeline:
                     note(f"Pipeline ingest ({kind}) ...")
                     phases.append(run_pipeline(f"ingest {kind}", pipeline, source, ds.bytes_ndjson))
-                    copies_with_trailing_newline(ds.paths(), incoming)
-                    note(f"Pipeline re-ingest ({kind}: same resources, new files) ...")
-                    phases.append(run_pipeline(f"re-ingest {kind}", pipeline, source, ds.bytes_ndjson))
+                    link_into_zone(reser.paths(), incoming, rename="reser-")
+                    note(f"Pipeline re-ingest ({kind}: same resources in other bytes, new files) ...")
+                    phases.append(run_pipeline(f"re-ingest {kind}", pipeline, source, reser.bytes_ndjson))
+                    if args.newline_reingest:
+                        copies_with_trailing_newline(ds.paths(), incoming)
+                        note(f"Pipeline re-ingest ({kind}: byte-identical lines, new files) ...")
+                        name = f"re-ingest {kind} +newline"
+                        phases.append(run_pipeline(name, pipeline, source, ds.bytes_ndjson))
                 stored[kind] = sum(store.resources.counts([TENANT]).values())
             finally:
                 store.close()
             if stored[kind] != ds.resources:
                 note(f"  WARNING: {stored[kind]:,} resources stored in {kind}, {ds.resources:,} expected")
+        if args.rss_sizes:
+            rss = rss_by_size(args, samples_root, out)
     finally:
         if not args.keep:
             shutil.rmtree(zone, ignore_errors=True)
             shutil.rmtree(data_dir, ignore_errors=True)
+            shutil.rmtree(reser_dir, ignore_errors=True)
 
     print_table(ds, phases, settings)
+    if rss is not None:
+        print_rss(rss)
+    targets = compute_targets(phases, stores, rss)
+    print_targets(targets)
     results = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -801,6 +1219,13 @@ def main(argv: list[str] | None = None) -> int:
         },
         "dataset": {k: v for k, v in asdict(ds).items() if k != "files"} | {"file_count": len(ds.files)},
         "stored_resources": stored,
+        "reserialized": {
+            "bytes_ndjson": reser.bytes_ndjson,
+            "seconds": reser.seconds,
+            "reused": reser.reused,
+        },
+        "rss_by_size": rss,
+        "targets": [asdict(t) for t in targets],
         "phases": [p.as_dict() for p in phases],
         "max_rss_lifetime_mb": {
             "self": round(ru_maxrss_mb(resource.RUSAGE_SELF), 1),
