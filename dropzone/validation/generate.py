@@ -83,9 +83,8 @@ def compile_model(sds: list[dict[str, Any]], terminology: list[dict[str, Any]]) 
     primitives: dict[str, Any] = {}
     types: dict[str, dict[str, Any]] = {}
     resources: list[str] = []
-    base_of_constraint = {
-        sd["type"]: sd["type"] for sd in sds if sd.get("derivation") == "constraint"
-    }  # SimpleQuantity/MoneyQuantity are profiles of Quantity: validated as Quantity
+    # SimpleQuantity/MoneyQuantity are profiles of Quantity: an element of that type is a Quantity.
+    base_of_constraint = {sd["id"]: sd["type"] for sd in sds if sd.get("derivation") == "constraint"}
     bindings: set[str] = set()
     for sd in sorted(sds, key=lambda d: d["id"]):
         if sd.get("derivation") == "constraint" or sd["kind"] == "logical":
@@ -143,7 +142,6 @@ def compile_model(sds: list[dict[str, Any]], terminology: list[dict[str, Any]]) 
                 # The snapshot types Resource.id as a FHIRPath String; the spec's table says id.
                 row = {"min": 0, "many": False, "type": ["id"]}
             owner[leaf] = row
-    # A datatype's or resource's own name maps its children; inherit nothing: snapshots are complete.
     valuesets, skipped = _enumerate(bindings, terminology)
     for owner in types.values():
         for row in owner.values():

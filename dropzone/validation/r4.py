@@ -325,11 +325,8 @@ class _Walker:
                 )
                 return
             self.object(value, self.model.types["Element"], path)
-        elif kind == _RESOURCE:
+        else:  # primitives are checked by ``primitive`` directly
             self.resource(value, path, contained=rule.label == "contained")
-        else:  # a primitive array item
-            parent, _, key = path.rpartition(".")
-            self.primitive(value, rule, parent, key)
 
     def _primitive_array(
         self, node: dict[str, Any], key: str, values: list[Any], rule: _Rule, path: str
