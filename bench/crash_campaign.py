@@ -43,6 +43,8 @@ from typing import Any, TextIO
 
 import orjson
 
+from dropzone.store.base import with_server_meta
+
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(REPO))
@@ -549,8 +551,12 @@ def _check_zone(zone: Path, expected: Expected) -> list[str]:
 
 
 def _stored(zone: Path) -> dict[tuple[str, str], tuple[int, dict[str, Any]]]:
-    sql = "SELECT type, id, version, body FROM resources WHERE tenant = ?"
-    return {(t, i): (v, orjson.loads(b)) for t, i, v, b in _rows(zone, sql, (TENANT,))}
+    # body is the resource as received; the store adds meta.versionId/lastUpdated from columns.
+    sql = "SELECT type, id, version, last_ingested, body FROM resources WHERE tenant = ?"
+    return {
+        (t, i): (v, with_server_meta(orjson.loads(b), v, last))
+        for t, i, v, last, b in _rows(zone, sql, (TENANT,))
+    }
 
 
 def _history(zone: Path) -> dict[tuple[str, str], list[int]]:

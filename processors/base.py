@@ -56,6 +56,11 @@ class Record:
     index: int
     location: str
     resources: list[dict[str, Any]] = field(default_factory=list)
+    # From a processor with a ``raw_parser``: the record's bytes, parsed by the pipeline in a
+    # worker process (``resources`` then stays empty).
+    raw: bytes | None = None
+    # (resourceType, id) for the report when ``resources`` is not kept (a parsed ``raw``).
+    described: tuple[str | None, str | None] | None = None
     issues: list[Issue] = field(default_factory=list)
     method: Method = "PUT"
     # For DELETE: (resourceType, id) to remove; resources stays empty.
@@ -71,12 +76,18 @@ class Record:
         first = self.resources[0] if self.resources else {}
         rtype = first.get("resourceType") if isinstance(first, dict) else None
         rid = first.get("id") if isinstance(first, dict) else None
+        if self.described:
+            rtype, rid = self.described
         if self.target:
             rtype, rid = self.target
         return {
             "resourceType": rtype if isinstance(rtype, str) else None,
             "id": rid if isinstance(rid, str) else None,
         }
+
+
+#: What a ``raw_parser`` makes of one record's bytes: its resources, or why it has none.
+RawParsed = tuple[list[dict[str, Any]], list[Issue]]
 
 
 @dataclass(slots=True)
@@ -105,6 +116,11 @@ class Processor(ABC):
     #: True for files that carry no data by design (a Bulk Data export log): with no records
     #: read they are archived, where any other processor's empty file is quarantined.
     informational: ClassVar[bool] = False
+    #: For formats whose records parse independently (one resource per line): a module-level
+    #: function ``bytes -> RawParsed``. ``records()`` then yields records with ``raw`` set and
+    #: the pipeline parses them in its worker processes, so parsing uses every core. It must be
+    #: picklable (importable by name) and must not depend on the processor's state.
+    raw_parser: ClassVar[Callable[[bytes], RawParsed] | None] = None
 
     def __init__(self, context: ProcessorContext) -> None:
         self.context = context

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from dropzone.pipeline.streams import LineTooLong, iter_lines
 from processors import fhir_json
-from processors.base import Issue, Processor, Record, Sniffed
+from processors.base import Issue, Processor, RawParsed, Record, Sniffed
 from processors.fhir_common import repeated_key_issue, shape_issues
 from processors.json_keys import repeated_key
 from processors.registry import register
@@ -16,10 +16,24 @@ if TYPE_CHECKING:
     from dropzone.config import TenantSettings
 
 
+def parse_line(line: bytes) -> RawParsed:
+    """One NDJSON line -> its resource, or why it is not one (run in the pipeline's workers)."""
+    try:
+        resource = fhir_json.loads(line)
+    except fhir_json.JSONDecodeError as err:
+        return [], [Issue("invalid_json", f"the line is not valid JSON (column {err.colno})")]
+    issues = shape_issues(resource)
+    repeated = repeated_key(line, resource)
+    if repeated is not None:
+        issues = [repeated_key_issue(repeated), *issues]
+    return ([], issues) if issues else ([resource], [])
+
+
 @register
 class FhirNdjsonProcessor(Processor):
     name = "fhir-ndjson"
     rejects_extension = "ndjson"
+    raw_parser = staticmethod(parse_line)
 
     @classmethod
     def accepts(cls, sniffed: Sniffed, tenant: TenantSettings) -> bool:
@@ -43,20 +57,4 @@ class FhirNdjsonProcessor(Processor):
                     continue
                 if not line.strip():
                     continue  # blank lines (a trailing newline) are not records
-                try:
-                    resource = fhir_json.loads(line)
-                except fhir_json.JSONDecodeError as err:
-                    yield Record(
-                        lineno,
-                        location,
-                        issues=[Issue("invalid_json", f"the line is not valid JSON (column {err.colno})")],
-                    )
-                    continue
-                issues = shape_issues(resource)
-                repeated = repeated_key(line, resource)
-                if repeated is not None:
-                    issues = [repeated_key_issue(repeated), *issues]
-                if issues:
-                    yield Record(lineno, location, issues=issues)
-                else:
-                    yield Record(lineno, location, resources=[resource])
+                yield Record(lineno, location, raw=line)

@@ -233,15 +233,15 @@ def test_a_dead_validation_worker_leaves_the_file_for_a_retry(zone: Path) -> Non
     drop(zone, "acme", BULK / "Patient.000.ndjson")
     store = MemoryStore()
     with Pipeline(make_settings(zone), store, FolderSource(zone)) as pipeline:
-        real_submit = pipeline.validator.submit
+        real_call = pipeline.validator.call
 
-        def submit_to_a_dead_pool(resources):
-            pipeline.validator.submit = real_submit
+        def call_a_dead_pool(fn, *args):
+            pipeline.validator.call = real_call
             dead: Future = Future()
             dead.set_exception(BrokenProcessPool("a worker was killed"))  # as when the OOM killer strikes
             return dead
 
-        pipeline.validator.submit = submit_to_a_dead_pool
+        pipeline.validator.call = call_a_dead_pool
         assert pipeline.drain() == []  # not quarantined: the file's content is not at fault
         assert (zone / "incoming" / "acme" / "Patient.000.ndjson").exists()
         (result,) = pipeline.drain()  # lease released at once, so the retry needs no wait

@@ -1,53 +1,53 @@
-"""Records -> validated resources -> store, in batches, using every core for validation.
+"""Records -> validated resources -> store, in batches, using every core.
 
-Per batch: hash each resource canonically; resources whose hash is already stored skip
-validation (a re-ingest costs little more than parsing); the rest are validated in the process
-pool while the next batches are parsed; batches are stored strictly in file order, so when one
-id appears twice the later copy wins, as it would one record at a time.
+Per batch, in two trips to the process pool with the store lookup in between:
+
+1. records that carry bytes (``Record.raw``: NDJSON lines) are parsed, checked, hashed and
+   serialised in a worker (``digest``); records a processor parsed itself are hashed here;
+2. resources whose canonical hash is already stored skip validation (a re-ingest costs little
+   more than parsing); the rest are validated in a worker.
+
+Several batches are in each stage at once, so the workers parse and validate while this process
+stores; batches are stored strictly in file order, so when one id appears twice the later copy
+wins, as it would one record at a time.
 """
 
 from __future__ import annotations
 
 import collections
-import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
-
-import orjson
 
 from dropzone.models import Counts
-from dropzone.pipeline.canonical import canonical_bytes
+from dropzone.pipeline.digest import TOO_DEEP, RawOutcome, TooDeep, digest_raws, digest_resource
 from dropzone.pipeline.lease import Heartbeat
 from dropzone.pipeline.report import RejectLog
-from dropzone.pipeline.validate import Validator
-from dropzone.store.base import ResourceStore, ResourceWrite
-from processors.base import Issue, Record
+from dropzone.pipeline.validate import Failures, Validator
+from dropzone.store.base import Existing, ResourceStore, ResourceWrite
+from processors.base import Issue, RawParsed, Record
 
-# A batch also ends at this much canonical JSON, so huge resources do not pile up in memory.
+# A batch also ends at this much JSON text, so huge resources do not pile up in memory.
 BATCH_BYTES = 8 * 2**20
 
+Known = dict[tuple[str, str], Existing | None]
 
-def _hashed(record: Record) -> tuple[list[ResourceWrite], int]:
-    """The record's resources with their canonical hashes, and their size in bytes."""
+
+def _digested(record: Record) -> tuple[list[ResourceWrite], int]:
+    """A record a processor parsed itself: its writes and their size in bytes."""
     if record.failed:
         return [], 0
     row: list[ResourceWrite] = []
     nbytes = 0
     try:
         for resource in record.resources:
-            canonical = canonical_bytes(resource)
-            nbytes += len(canonical)
-            row.append(
-                ResourceWrite(
-                    resource["resourceType"], resource["id"], resource, hashlib.sha256(canonical).hexdigest()
-                )
-            )
-    except (orjson.JSONEncodeError, RecursionError):
-        # orjson refuses nesting deeper than 255 levels: reject the record, not the file.
-        record.issues.append(Issue("too_deep", "the resource nests too deeply to store"))
+            rtype, rid, digest, body, identifiers = digest_resource(resource)
+            nbytes += len(body)
+            row.append(ResourceWrite(rtype, rid, resource, digest, body, identifiers))
+    except TooDeep:
+        # Reject the record, not the file.
+        record.issues.append(Issue(TOO_DEEP.code, TOO_DEEP.message))
         return [], 0
     return row, nbytes
 
@@ -75,8 +75,13 @@ class LoadResult:
 class _Batch:
     records: list[Record]
     writes: list[list[ResourceWrite]]  # per record
-    to_validate: list[tuple[int, int]]  # (record position, resource position) sent to the pool
-    future: Future[Any] | None
+    raw_positions: list[int] = field(default_factory=list)  # records the pool parses
+    parsing: Future[list[RawOutcome]] | None = None
+    to_validate: list[tuple[int, int]] = field(default_factory=list)  # (record, resource) sent
+    validating: Future[Failures] | None = None
+    # The store's answer for every resource of the batch, as of the lookup; entries are dropped
+    # when an earlier batch writes them, so upsert asks again only for those.
+    known: Known | None = None
 
 
 class Loader:
@@ -88,6 +93,7 @@ class Loader:
         batch_size: int,
         in_flight: int,
         progress: Callable[[int], None] | None = None,
+        raw_parser: Callable[[bytes], RawParsed] | None = None,
     ) -> None:
         self.resources = resources
         self.validator = validator
@@ -95,6 +101,7 @@ class Loader:
         self.batch_size = batch_size
         self.in_flight = max(1, in_flight)
         self.progress = progress
+        self.raw_parser = raw_parser
 
     def run(
         self,
@@ -109,26 +116,33 @@ class Loader:
         """Validate (and when ``write``) store every record. ``validate=False`` is for the
         second pass of an all-or-nothing file, whose first pass already validated it."""
         result = LoadResult()
-        pending: collections.deque[_Batch] = collections.deque()
-        for chunk, writes in self._batches(iter(records), result):
+        parsing: collections.deque[_Batch] = collections.deque()
+        validating: collections.deque[_Batch] = collections.deque()
+
+        def advance(limit: int) -> None:
+            while len(parsing) > limit:
+                if heartbeat:
+                    heartbeat.check()
+                validating.append(self._check(parsing.popleft(), result, validate))
+                while len(validating) > limit:
+                    self._finish(validating.popleft(), validating, result, rejects, write, file_sha256)
+
+        for batch in self._batches(iter(records), result):
             if heartbeat:
                 heartbeat.check()
-            pending.append(self._prepare(chunk, writes, result, validate))
-            while len(pending) > self.in_flight:
-                self._finish(pending.popleft(), result, rejects, write, file_sha256)
-        while pending:
+            parsing.append(batch)
+            advance(self.in_flight)
+        advance(0)
+        while validating:
             if heartbeat:
                 heartbeat.check()
-            self._finish(pending.popleft(), result, rejects, write, file_sha256)
+            self._finish(validating.popleft(), validating, result, rejects, write, file_sha256)
         return result
 
-    def _batches(
-        self, records: Iterator[Record], result: LoadResult
-    ) -> Iterator[tuple[list[Record], list[list[ResourceWrite]]]]:
+    def _batches(self, records: Iterator[Record], result: LoadResult) -> Iterator[_Batch]:
         """Group records into batches of ``batch_size`` resources or ``BATCH_BYTES`` of content,
         whichever comes first, so a file of huge resources still holds only a few in memory."""
-        chunk: list[Record] = []
-        writes: list[list[ResourceWrite]] = []
+        batch = _Batch([], [])
         size = nbytes = 0
         while True:
             started = time.perf_counter()
@@ -136,53 +150,88 @@ class Loader:
             result.times.parse += time.perf_counter() - started
             if record is None:
                 break
-            started = time.perf_counter()
-            row, row_bytes = _hashed(record)
-            result.times.hash += time.perf_counter() - started
-            chunk.append(record)
-            writes.append(row)
+            if record.raw is not None and not record.failed:
+                batch.raw_positions.append(len(batch.records))
+                row, row_bytes = [], len(record.raw)
+            else:
+                started = time.perf_counter()
+                row, row_bytes = _digested(record)
+                result.times.hash += time.perf_counter() - started
+            batch.records.append(record)
+            batch.writes.append(row)
             size += max(1, len(record.resources))
             nbytes += row_bytes
             if size >= self.batch_size or nbytes >= BATCH_BYTES:
-                yield chunk, writes
-                chunk, writes, size, nbytes = [], [], 0, 0
-        if chunk:
-            yield chunk, writes
+                yield self._parse(batch)
+                batch, size, nbytes = _Batch([], []), 0, 0
+        if batch.records:
+            yield self._parse(batch)
 
-    def _prepare(
-        self, records: list[Record], writes: list[list[ResourceWrite]], result: LoadResult, validate: bool
-    ) -> _Batch:
+    def _parse(self, batch: _Batch) -> _Batch:
+        if batch.raw_positions:
+            if self.raw_parser is None:
+                raise TypeError("records carry raw bytes but the processor has no raw_parser")
+            raws: list[bytes] = []
+            for pos in batch.raw_positions:
+                record = batch.records[pos]
+                raws.append(record.raw or b"")
+                record.raw = None  # the pool holds the bytes until it has parsed them
+            batch.parsing = self.validator.call(digest_raws, self.raw_parser, raws)
+        return batch
+
+    def _check(self, batch: _Batch, result: LoadResult, validate: bool) -> _Batch:
+        """Take the parsed records, look their resources up, send the changed ones to validate."""
+        if batch.parsing is not None:
+            started = time.perf_counter()
+            outcomes = self.validator.result(batch.parsing)
+            result.times.parse += time.perf_counter() - started
+            batch.parsing = None
+            for pos, (digests, issues) in zip(batch.raw_positions, outcomes, strict=True):
+                record = batch.records[pos]
+                if issues:
+                    record.issues.extend(Issue(*i) for i in issues)
+                    continue
+                batch.writes[pos] = [ResourceWrite(t, i, None, h, b, ids) for t, i, h, b, ids in digests]
+                if digests:
+                    record.described = (digests[0][0], digests[0][1])
+        if not validate:
+            return batch
+        started = time.perf_counter()
         by_type: dict[str, list[str]] = {}
-        for row in writes:
+        for row in batch.writes:
             for w in row:
                 by_type.setdefault(w.type, []).append(w.id)
-        to_validate: list[tuple[int, int]] = []
-        future = None
-        if validate:
-            started = time.perf_counter()
-            stored = {
-                (rtype, rid): existing.hash
-                for rtype, ids in by_type.items()
-                for rid, existing in self.resources.existing(self.tenant, rtype, ids).items()
-            }
-            result.times.store += time.perf_counter() - started
-            payload = []
-            for r_pos, row in enumerate(writes):
-                for w_pos, w in enumerate(row):
-                    if stored.get((w.type, w.id)) != w.hash:
-                        to_validate.append((r_pos, w_pos))
-                        payload.append(w.resource)
-            if payload:
-                future = self.validator.submit(payload)
-        return _Batch(records, writes, to_validate, future)
+        known: Known = {}
+        for rtype, ids in by_type.items():
+            found = self.resources.existing(self.tenant, rtype, ids)
+            for rid in ids:
+                known[(rtype, rid)] = found.get(rid)
+        batch.known = known
+        result.times.store += time.perf_counter() - started
+        bodies: list[bytes] = []
+        for r_pos, row in enumerate(batch.writes):
+            for w_pos, w in enumerate(row):
+                stored = known.get((w.type, w.id))
+                if stored is None or stored.hash != w.hash:
+                    batch.to_validate.append((r_pos, w_pos))
+                    bodies.append(w.text())
+        if bodies:
+            batch.validating = self.validator.validate(bodies)
+        return batch
 
     def _finish(
-        self, batch: _Batch, result: LoadResult, rejects: RejectLog, write: bool, file_sha256: str
+        self,
+        batch: _Batch,
+        later: Iterable[_Batch],
+        result: LoadResult,
+        rejects: RejectLog,
+        write: bool,
+        file_sha256: str,
     ) -> None:
         failed: dict[int, list[Issue]] = {}
-        if batch.future is not None:
+        if batch.validating is not None:
             started = time.perf_counter()
-            failures = self.validator.result(batch.future)
+            failures = self.validator.result(batch.validating)
             result.times.validate += time.perf_counter() - started
             for pos, issues in failures:
                 r_pos, _ = batch.to_validate[pos]
@@ -203,21 +252,38 @@ class Loader:
             counts.unchanged += len(good)  # first pass of an all-or-nothing file: nothing stored yet
         else:
             started = time.perf_counter()
-            self._store(good, counts, file_sha256)
+            written = self._store(good, counts, file_sha256, batch.known)
+            for other in later:
+                if other.known:
+                    for key in written:
+                        other.known.pop(key, None)
             result.times.store += time.perf_counter() - started
         if self.progress:
             self.progress(len(batch.records))
 
     def _store(
-        self, good: list[tuple[Record, list[ResourceWrite]]], counts: Counts, file_sha256: str
-    ) -> None:
-        """Write in record order; a DELETE flushes the writes queued before it."""
+        self,
+        good: list[tuple[Record, list[ResourceWrite]]],
+        counts: Counts,
+        file_sha256: str,
+        known: Known | None,
+    ) -> set[tuple[str, str]]:
+        """Write in record order; a DELETE flushes the writes queued before it. Returns the
+        (type, id) of what may have changed."""
         queued: list[tuple[Record, list[ResourceWrite]]] = []
+        changed: set[tuple[str, str]] = set()
 
         def flush() -> None:
             if not queued:
                 return
-            outcome = self.resources.upsert(self.tenant, [w for _, row in queued for w in row], file_sha256)
+            outcome = self.resources.upsert(
+                self.tenant,
+                [w for _, row in queued for w in row],
+                file_sha256,
+                known,
+                durable=False,  # the file's closing ledger write makes it durable
+            )
+            changed.update(outcome.written)
             for _record, row in queued:
                 if any((w.type, w.id) in outcome.written for w in row):
                     counts.loaded += 1
@@ -229,6 +295,9 @@ class Loader:
             if record.method == "DELETE":
                 flush()
                 rtype, rid = record.target or ("", "")
+                if known is not None:
+                    known.pop((rtype, rid), None)
+                changed.add((rtype, rid))
                 if rid and self.resources.delete(self.tenant, rtype, rid):
                     counts.loaded += 1
                 else:
@@ -236,3 +305,4 @@ class Loader:
             else:
                 queued.append((record, row))
         flush()
+        return changed

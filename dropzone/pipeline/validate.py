@@ -13,9 +13,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, TypeVar
 
 from dropzone.errors import TransientError
 from dropzone.validation import model, validate_resource
@@ -25,7 +26,11 @@ _PR_SET_PDEATHSIG = 1
 _PARENT_CHECK_SECONDS = 1.0
 
 
-def validate_blob(blob: bytes) -> list[tuple[int, list[tuple[str, str, str | None]]]]:
+Failures = list[tuple[int, list[tuple[str, str, str | None]]]]
+T = TypeVar("T")
+
+
+def validate_blob(blob: bytes) -> Failures:
     """Pool entry point: an orjson array of resources -> (position, issues) for failures only.
     Bytes in and tuples out keep pickling cheap."""
     failures = []
@@ -79,7 +84,8 @@ class ValidatorCrashed(TransientError):
 
 
 class Validator:
-    """Validates batches in ``workers`` processes (0 = in this process)."""
+    """Validates batches in ``workers`` processes (0 = in this process); the same pool parses
+    raw records (``dropzone.pipeline.digest``)."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -95,16 +101,22 @@ class Validator:
             )
         return self._pool
 
-    def submit(
-        self, resources: list[dict[str, Any]]
-    ) -> Future[list[tuple[int, list[tuple[str, str, str | None]]]]]:
-        blob = fhir_json.dumps(resources)
+    def validate(self, bodies: list[bytes]) -> Future[Failures]:
+        """Validate resources given as JSON text (``fhir_json.dumps``): the future's result is
+        ``(position, issues)`` for the failures only."""
+        return self.call(validate_blob, b"[" + b",".join(bodies) + b"]")
+
+    def call(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Run ``fn(*args)`` in a worker (``fn`` importable by name), or here with 0 workers."""
         if self.workers == 0:
-            done: Future[Any] = Future()
-            done.set_result(validate_blob(blob))
+            done: Future[T] = Future()
+            try:
+                done.set_result(fn(*args))
+            except Exception as err:  # as a pool would: the caller sees it from result()
+                done.set_exception(err)
             return done
         try:
-            return self._ensure_pool().submit(validate_blob, blob)
+            return self._ensure_pool().submit(fn, *args)
         except BrokenProcessPool as err:
             self.reset()
             raise ValidatorCrashed("a validation worker died; the file will be retried") from err

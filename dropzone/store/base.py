@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from processors import fhir_json
+
 META_KEY = "_dz"
 
 
@@ -39,10 +41,44 @@ class Existing:
 
 @dataclass(slots=True)
 class ResourceWrite:
+    """One resource to store. ``resource`` or ``body`` (its JSON text, as ``fhir_json.dumps``
+    writes it) or both: the pipeline hands over the text its workers made, and a store that
+    keeps text (SQLite) never parses it again. ``identifiers``: (value, system) pairs of
+    ``identifier``, when already known."""
+
     type: str
     id: str
-    resource: dict[str, Any]
+    resource: dict[str, Any] | None
     hash: str
+    body: bytes | None = None
+    identifiers: list[tuple[str, str]] | None = None
+
+    def content(self) -> dict[str, Any]:
+        if self.resource is None:
+            if self.body is None:
+                raise ValueError(f"{self.type}/{self.id}: a write needs a resource or a body")
+            self.resource = fhir_json.loads(self.body)
+        return self.resource
+
+    def text(self) -> bytes:
+        if self.body is None:
+            self.body = fhir_json.dumps(self.content())
+        return self.body
+
+    def identifier_rows(self) -> list[tuple[str, str]]:
+        if self.identifiers is None:
+            self.identifiers = identifier_rows(self.content())
+        return self.identifiers
+
+
+def identifier_rows(resource: dict[str, Any]) -> list[tuple[str, str]]:
+    """(value, system or "") of each ``identifier`` that has a string value."""
+    rows = []
+    for ident in resource.get("identifier") or ():
+        if isinstance(ident, dict) and isinstance(ident.get("value"), str):
+            system = ident.get("system")
+            rows.append((ident["value"], system if isinstance(system, str) else ""))
+    return rows
 
 
 @dataclass(slots=True)
@@ -73,11 +109,15 @@ class ResourceStore(ABC):
     def existing(self, tenant: str, rtype: str, ids: Sequence[str]) -> dict[str, Existing]: ...
 
     @abstractmethod
-    def _write_documents(
-        self, rtype: str, docs: list[dict[str, Any]], history: list[tuple[str, int]]
-    ) -> None:
-        """Replace/insert ``docs``; first copy the current versions named in ``history``
-        (document id, version) to the history collection."""
+    def _write_documents(self, rtype: str, docs: list[Any], history: list[tuple[str, int]]) -> None:
+        """Replace/insert ``docs`` (made by ``_new_document``); first copy the current versions
+        named in ``history`` (document id, version) to the history collection."""
+
+    def _new_document(
+        self, tenant: str, write: ResourceWrite, version: int, file_sha256: str | None, now: str, first: str
+    ) -> Any:
+        """What ``_write_documents`` stores for one write (default: ``build_document``)."""
+        return build_document(tenant, write, version, file_sha256, now, first)
 
     @abstractmethod
     def _delete_document(self, rtype: str, doc_id: str) -> bool: ...
@@ -117,9 +157,10 @@ class ResourceStore(ABC):
 
     # -- shared rules ------------------------------------------------------------------------
 
-    def _batch(self) -> contextlib.AbstractContextManager[None]:
+    def _batch(self, durable: bool = True) -> contextlib.AbstractContextManager[None]:
         """Around one ``upsert`` batch: a store with transactions makes the batch one (a crash
-        then leaves it wholly written or not at all). Default: nothing."""
+        then leaves it wholly written or not at all). ``durable=False``: the caller makes it
+        durable later (see ``upsert``). Default: nothing."""
         return contextlib.nullcontext()
 
     def get(self, tenant: str, rtype: str, resource_id: str) -> dict[str, Any] | None:
@@ -131,7 +172,9 @@ class ResourceStore(ABC):
         tenant: str,
         writes: Sequence[ResourceWrite],
         file_sha256: str | None,
-        known: dict[tuple[str, str], Existing] | None = None,
+        known: dict[tuple[str, str], Existing | None] | None = None,
+        *,
+        durable: bool = True,
     ) -> WriteResult:
         """Idempotent versioned upsert of one batch.
 
@@ -143,9 +186,14 @@ class ResourceStore(ABC):
         changed since (found by the crash campaign): its content is then in history, written by
         this file, and writing it again would add a version and put the older content back over
         the newer. It counts as *loaded* and nothing is written.
+
+        ``known``: what ``existing`` answered for these resources, when the caller already asked
+        and nothing has written them since (saves the lookup). ``durable=False``: the pipeline,
+        whose closing ledger write makes the file's batches durable; anyone who reports a write
+        as done right away (the API) keeps the default.
         """
         result = WriteResult()
-        with self._batch():
+        with self._batch(durable):
             self._upsert_types(tenant, writes, file_sha256, known, result)
         return result
 
@@ -154,18 +202,18 @@ class ResourceStore(ABC):
         tenant: str,
         writes: Sequence[ResourceWrite],
         file_sha256: str | None,
-        known: dict[tuple[str, str], Existing] | None,
+        known: dict[tuple[str, str], Existing | None] | None,
         result: WriteResult,
     ) -> None:
         for rtype, group in _group_by_type(writes).items():
             for chunk in _without_repeated_ids(group):
                 ids = [w.id for w in chunk]
                 if known is not None and all((rtype, i) in known for i in ids):
-                    current = {i: known[(rtype, i)] for i in ids if known[(rtype, i)] is not None}
+                    current = {i: e for i in ids if (e := known[(rtype, i)]) is not None}
                 else:
                     current = self.existing(tenant, rtype, ids)
                 now = utc_now_iso()
-                docs: list[dict[str, Any]] = []
+                docs: list[Any] = []
                 history: list[tuple[str, int]] = []
                 earlier = self._earlier_writes(tenant, rtype, chunk, current, file_sha256)
                 for w in chunk:
@@ -187,7 +235,7 @@ class ResourceStore(ABC):
                     else:
                         result.new_ids.append((rtype, w.id))
                     docs.append(
-                        build_document(
+                        self._new_document(
                             tenant, w, version, file_sha256, now, before.first_ingested if before else now
                         )
                     )
@@ -195,6 +243,9 @@ class ResourceStore(ABC):
                     result.written.add((rtype, w.id))
                 if docs:
                     self._write_documents(rtype, docs, history)
+                if known is not None:
+                    for i in ids:  # written now: a later chunk naming the id must ask again
+                        known.pop((rtype, i), None)
 
     def _earlier_writes(
         self,
@@ -223,11 +274,7 @@ class ResourceStore(ABC):
 def build_document(
     tenant: str, write: ResourceWrite, version: int, file_sha256: str | None, now: str, first: str
 ) -> dict[str, Any]:
-    meta = dict(write.resource.get("meta") or {})
-    meta["versionId"] = str(version)
-    meta["lastUpdated"] = now
-    doc = dict(write.resource)
-    doc["meta"] = meta
+    doc = with_server_meta(dict(write.content()), version, now)
     doc["_id"] = document_id(tenant, write.id)
     doc[META_KEY] = {
         "tenant": tenant,
@@ -238,6 +285,16 @@ def build_document(
         "last_ingested": now,
     }
     return doc
+
+
+def with_server_meta(resource: dict[str, Any], version: int, last_updated: str) -> dict[str, Any]:
+    """``resource`` (changed in place) with the store's ``meta.versionId`` and
+    ``meta.lastUpdated``, over whatever the sender put there."""
+    meta = dict(resource.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = last_updated
+    resource["meta"] = meta
+    return resource
 
 
 def existing_from_document(doc: dict[str, Any]) -> Existing:

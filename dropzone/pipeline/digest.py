@@ -1,0 +1,61 @@
+"""What the loader needs of a resource before it looks at the store, made where the resource is
+parsed: identity, canonical hash, the JSON text to store, and its identifiers.
+
+For records that carry bytes (``Record.raw``, NDJSON lines) ``digest_raws`` runs in a pool
+worker: parsing, the processor's record checks, hashing and serialising then use every core,
+and the main process only compares hashes and stores text. Results are plain tuples so that
+pickling them back is cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+from dropzone.pipeline.canonical import canonical_bytes
+from dropzone.store.base import identifier_rows
+from processors import fhir_json
+from processors.base import Issue, RawParsed
+
+# resourceType, id, canonical sha256, JSON text (``fhir_json.dumps``), (value, system) identifiers
+Digest = tuple[str, str, str, bytes, list[tuple[str, str]]]
+IssueTuple = tuple[str, str, str | None]
+# The digests of a record's resources, or its issues (then no digests).
+RawOutcome = tuple[list[Digest], list[IssueTuple]]
+
+TOO_DEEP = Issue("too_deep", "the resource nests too deeply to store")
+
+
+class TooDeep(Exception):
+    """orjson writes at most 255 levels of nesting: such a resource cannot be stored."""
+
+
+def digest_resource(resource: dict[str, Any]) -> Digest:
+    try:
+        canonical = canonical_bytes(resource)
+        body = fhir_json.dumps(resource)
+    except (fhir_json.JSONEncodeError, RecursionError) as err:
+        raise TooDeep from err
+    return (
+        resource["resourceType"],
+        resource["id"],
+        hashlib.sha256(canonical).hexdigest(),
+        body,
+        identifier_rows(resource),
+    )
+
+
+def digest_raws(parser: Callable[[bytes], RawParsed], raws: list[bytes]) -> list[RawOutcome]:
+    """Pool entry point: each record's bytes -> its digests or its issues."""
+    out: list[RawOutcome] = []
+    for raw in raws:
+        resources, issues = parser(raw)
+        if issues:
+            out.append(([], [(i.code, i.message, i.path) for i in issues]))
+            continue
+        try:
+            out.append(([digest_resource(r) for r in resources], []))
+        except TooDeep:
+            out.append(([], [(TOO_DEEP.code, TOO_DEEP.message, TOO_DEEP.path)]))
+    return out
