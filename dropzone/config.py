@@ -1,13 +1,18 @@
 """Settings: ``config/dropzone.yaml`` + ``config/tenants/*.yaml``, then environment variables.
 
 Precedence (lowest first): built-in defaults, the YAML files, environment variables, explicit
-command-line options. Environment variables are ``DROPZONE_<FIELD>`` for top-level fields and
-``DROPZONE_<SECTION>__<FIELD>`` inside a section (``DROPZONE_PIPELINE__LEASE_SECONDS=30``), plus
-the standard ``MONGODB_URI``. Secrets are held as ``SecretStr`` so they never print.
+command-line options. Environment variables are read by pydantic-settings: ``DROPZONE_<FIELD>``
+for top-level fields and ``DROPZONE_<SECTION>__<FIELD>`` inside a section
+(``DROPZONE_PIPELINE__LEASE_SECONDS=30``), plus the standard ``MONGODB_URI``. An unknown
+``DROPZONE_*`` variable is a warning, not a failed start (other tools share the prefix space).
+Every error names its source: the YAML file and key, the variable, or the command line.
+Secrets are held as ``SecretStr`` so they never print.
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -16,8 +21,21 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic._internal._utils import deep_update
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from dropzone.errors import ConfigError
+
+ENV_PREFIX = "DROPZONE_"
+# Variables with the prefix that are not settings: the config folder itself.
+_NOT_SETTINGS = frozenset({"DROPZONE_CONFIG"})
+_log = logging.getLogger("dropzone.config")
 
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 Policy = Literal["record", "file"]
@@ -80,6 +98,9 @@ class S3Settings(_Strict):
     chain (env, profile, instance role) supplies them."""
 
     region: str | None = Field(default=None, description="AWS region; unset = boto3's default chain")
+    profile: str | None = Field(
+        default=None, description="AWS profile (~/.aws/config); unset = AWS_PROFILE or the default chain"
+    )
     endpoint_url: str | None = Field(
         default=None, description="S3/SQS endpoint (LocalStack, moto); unset = AWS_ENDPOINT_URL or AWS"
     )
@@ -189,7 +210,15 @@ class TenantSettings(BaseModel):
         return value
 
 
-class Settings(_Strict):
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        validate_assignment=True,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_ignore_empty=True,  # an empty variable is unset, not an empty number
+    )
+
     zone: str = Field(default="./dropzone-data", description="folder path, s3://bucket/prefix or sftp://…")
     allow_undeclared_tenants: bool = Field(
         default=True, description="false: files for tenants without config/tenants/<t>.yaml are quarantined"
@@ -216,18 +245,37 @@ class Settings(_Strict):
             return TenantSettings(name=name)
         return None
 
-    def why_not_tenant(self, name: str | None) -> str:
-        """Why ``name`` (a folder under incoming/) is not a tenant here, in words that say what to
-        change: the usual causes are a capital letter and a tenant not declared."""
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # ``Settings()`` alone: arguments over DROPZONE_* over defaults; ``load_settings`` adds YAML.
+        return (init_settings, env_settings)
+
+    def why_not_tenant(self, name: str | None, flag: bool = False) -> str:
+        """Why ``name`` (a folder under incoming/, or ``--tenant`` when ``flag``) is not a tenant
+        here, in words that say what to change: the usual causes are a capital letter, a typo
+        and a tenant not declared."""
         if not name:
             return "files were dropped directly into incoming/; put them in incoming/<tenant>/"
         if not TENANT_NAME.match(name):
             lower = name.lower()
             if TENANT_NAME.match(lower) and self.tenant(lower) is not None:
+                if flag:
+                    return f"tenant names are lower-case: use --tenant {lower} (not {name})"
                 return f"tenant names are lower-case: use incoming/{lower}/ (not incoming/{name}/)"
             return "not a valid tenant name (lower-case letters, digits, '.', '_' or '-', at most 63)"
-        return f"tenant '{name}' is not declared in config/tenants/ and allow_undeclared_tenants is false" + (
-            f" (declared: {', '.join(sorted(self.tenants))})" if self.tenants else ""
+        close = difflib.get_close_matches(name, sorted(self.tenants), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        return (
+            f"tenant '{name}' is not declared in config/tenants/ and allow_undeclared_tenants is false"
+            + (f" (declared: {', '.join(sorted(self.tenants))})" if self.tenants else "")
+            + hint
         )
 
     def policy_for(self, tenant: str) -> Policy:
@@ -249,40 +297,130 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    if env.get("MONGODB_URI"):
-        overrides.setdefault("store", {})["mongodb_uri"] = env["MONGODB_URI"]
-    for name, raw in env.items():
-        if not name.startswith("DROPZONE_") or name in ("DROPZONE_CONFIG",):
+class _EnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source over a given mapping (tests and callers pass one;
+    the default is ``os.environ``)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._given = env
+        super().__init__(Settings)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {k.lower(): v for k, v in self._given.items() if not (self.env_ignore_empty and v == "")}
+
+
+def _field_path(model: type[BaseModel], parts: list[str]) -> bool:
+    """Whether ``parts`` (lower-case) names a setting: a field, a field inside a section, or any
+    key inside a mapping (tenants, sftp.zones) whose values are checked by validation."""
+    fields = model.model_fields
+    head, rest = parts[0], parts[1:]
+    if head not in fields:
+        return False
+    if not rest:
+        return True
+    annotation = fields[head].annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _field_path(annotation, rest)
+    return getattr(annotation, "__origin__", None) is dict
+
+
+def _split_env(env: Mapping[str, str]) -> tuple[dict[str, str], dict[tuple[str, ...], str]]:
+    """The DROPZONE_* variables that are settings, and where each setting came from; unknown
+    ones are logged and ignored (a typo must not stop a running service's restart)."""
+    known: dict[str, str] = {}
+    origin: dict[tuple[str, ...], str] = {}
+    for name, value in env.items():
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in _NOT_SETTINGS:
             continue
-        path = name.removeprefix("DROPZONE_").lower().split("__")
-        value: Any = yaml.safe_load(raw) if raw.strip() else None
-        if path[-1] in ("mongodb_uri", "signing_key", "path") or path[0] == "zone":
-            value = raw  # strings that YAML might reinterpret
-        target = overrides
-        for part in path[:-1]:
-            target = target.setdefault(part, {})
-        target[path[-1]] = value
-    return overrides
+        parts = upper.removeprefix(ENV_PREFIX).lower().split("__")
+        if not all(parts) or not _field_path(Settings, parts):
+            _log.warning(
+                "config.unknown_variable", extra={"dz_fields": {"variable": name, "hint": _env_hint(parts)}}
+            )
+            continue
+        known[name] = value
+        origin[tuple(parts)] = name
+    return known, origin
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+def _env_hint(parts: list[str]) -> str:
+    names = ["__".join(p).upper() for p in _all_paths(Settings)]
+    close = difflib.get_close_matches("__".join(parts).upper(), names, n=1)
+    return f"{ENV_PREFIX}{close[0]}" if close else ""
+
+
+def _all_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out.extend(_all_paths(annotation, (*prefix, name)))
         else:
-            merged[key] = value
-    return merged
+            out.append((*prefix, name))
+    return out
 
 
-def _format_validation(source: str, err: ValidationError) -> str:
-    lines = [f"invalid configuration ({source}):"]
-    for item in err.errors(include_input=False, include_url=False):
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        lines.append(f"  {where}: {item['msg']}")
-    return "\n".join(lines)
+def _read_env(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    known, origin = _split_env(env)
+    try:
+        data = _EnvSource(known)()
+    except SettingsError as err:
+        raise ConfigError(f"invalid configuration (environment): {err}") from None
+    if env.get("MONGODB_URI") and ("store", "mongodb_uri") not in origin:
+        data = deep_update(data, {"store": {"mongodb_uri": env["MONGODB_URI"]}})
+        origin[("store", "mongodb_uri")] = "MONGODB_URI"
+    return data, origin
+
+
+def _has(data: Mapping[str, Any], loc: tuple[str, ...]) -> bool:
+    node: Any = data
+    for part in loc:
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+class _Sources:
+    """Which source supplied each value, to say where an invalid one came from."""
+
+    def __init__(
+        self,
+        main_file: Path | None,
+        yaml_data: dict[str, Any],
+        tenant_files: dict[str, Path],
+        env_origin: dict[tuple[str, ...], str],
+        overrides: dict[str, Any],
+    ) -> None:
+        self.main_file = main_file
+        self.yaml_data = yaml_data
+        self.tenant_files = tenant_files
+        self.env_origin = env_origin
+        self.overrides = overrides
+
+    def where(self, loc: tuple[str, ...]) -> str:
+        dotted = ".".join(loc) or "(top level)"
+        if _has(self.overrides, loc[:1]) and loc[:1] != ("tenants",):
+            return "command line"
+        for depth in range(len(loc), 0, -1):
+            name = self.env_origin.get(tuple(p.lower() for p in loc[:depth]))
+            if name:
+                return f"environment variable {name}"
+        if len(loc) >= 2 and loc[0] == "tenants" and loc[1] in self.tenant_files:
+            inner = ".".join(loc[2:]) or "(top level)"
+            return f"{self.tenant_files[loc[1]]}, key {inner}"
+        if self.main_file is not None and _has(self.yaml_data, loc[:1]):
+            return f"{self.main_file}, key {dotted}"
+        return "defaults"
+
+    def describe(self, err: ValidationError) -> str:
+        lines = ["invalid configuration:"]
+        for item in err.errors(include_input=False, include_url=False):
+            loc = tuple(str(p) for p in item["loc"])
+            where = ".".join(loc) or "(top level)"
+            lines.append(f"  {where}: {item['msg']} ({self.where(loc)})")
+        return "\n".join(lines)
 
 
 def resolve_config_dir(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
@@ -302,15 +440,16 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     **overrides: Any,
 ) -> Settings:
-    """Load and validate settings; raises ConfigError with every problem listed."""
+    """Load and validate settings; raises ConfigError with every problem and its source."""
     env = os.environ if env is None else env
     folder = resolve_config_dir(config_dir, env)
-    data: dict[str, Any] = {}
+    yaml_data: dict[str, Any] = {}
     tenants: dict[str, Any] = {}
+    tenant_files: dict[str, Path] = {}
+    main_file = folder / "dropzone.yaml" if folder is not None else None
     if folder is not None:
-        main_file = folder / "dropzone.yaml"
-        if main_file.is_file():
-            data = _read_yaml(main_file)
+        if main_file is not None and main_file.is_file():
+            yaml_data = _read_yaml(main_file)
         tenant_dir = folder / "tenants"
         for tenant_file in sorted(tenant_dir.glob("*.yaml")) if tenant_dir.is_dir() else []:
             tenant_data = _read_yaml(tenant_file)
@@ -318,9 +457,12 @@ def load_settings(
             if tenant_data["name"] != tenant_file.stem:
                 raise ConfigError(f"{tenant_file}: name '{tenant_data['name']}' must match the file name")
             tenants[tenant_file.stem] = tenant_data
-    data = _merge(data, _env_overrides(env))
-    data = _merge(data, {k: v for k, v in overrides.items() if v is not None})
-    data["tenants"] = _merge(data.get("tenants") or {}, tenants)
+            tenant_files[tenant_file.stem] = tenant_file
+    env_data, env_origin = _read_env(env)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    # Lowest first, merged by pydantic's deep_update as pydantic-settings merges its sources.
+    data = deep_update(yaml_data, env_data, given)
+    data["tenants"] = deep_update(data.get("tenants") or {}, tenants)
     for name, tenant_data in data["tenants"].items():
         if isinstance(tenant_data, dict):
             tenant_data.setdefault("name", name)
@@ -328,5 +470,5 @@ def load_settings(
     try:
         return Settings.model_validate(data)
     except ValidationError as err:
-        source = str(folder / "dropzone.yaml") if folder else "defaults and environment"
-        raise ConfigError(_format_validation(source, err)) from err
+        sources = _Sources(main_file if yaml_data else None, yaml_data, tenant_files, env_origin, given)
+        raise ConfigError(sources.describe(err)) from None

@@ -55,10 +55,12 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def configure(fmt: str = "text", level: str = "INFO") -> None:
+def configure(fmt: str = "text", level: str = "INFO", handler: logging.Handler | None = None) -> None:
+    """Log to stderr in ``fmt``; ``handler`` replaces the plain stream handler (the CLI passes one
+    that writes through its rich console, so logs never land inside a progress bar)."""
     root = logging.getLogger("dropzone")
     root.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = handler or logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root.addHandler(handler)
     root.setLevel(level)

@@ -131,6 +131,9 @@ class Watcher:
             mtime_is_local=source.mtime_is_local,
             still_writing=source.open_for_writing,
         )
+        # True only while ``run`` waits for work: a signal may then stop it at once (nothing in
+        # flight), instead of after an SQS long poll of up to 20 s.
+        self.waiting = False
 
     def _process(self, files: list[IncomingFile], stop: threading.Event) -> list[FileResult]:
         results = []
@@ -171,7 +174,11 @@ class Watcher:
         )
         timeout = 0.0
         while not stop.is_set():
-            closed = self.source.wait_for_activity(timeout, stop)
+            self.waiting = True
+            try:
+                closed = self.source.wait_for_activity(timeout, stop)
+            finally:
+                self.waiting = False
             if stop.is_set():
                 break
             if timeout:

@@ -1,6 +1,7 @@
-"""How the API answers errors: a FHIR OperationOutcome under ``/api/fhir``, ``{"detail", "code"}``
-elsewhere, OAuth2's ``{"error"}`` on the token endpoint. Bodies never echo request values:
-FastAPI's default 422 body quotes the input, so it is replaced here."""
+"""How the API answers errors: one shape everywhere, a FHIR OperationOutcome whose issues carry
+dropzone's machine code (``details.coding[0].code``, also ``details.text``), except the token
+endpoint, which answers OAuth2's ``{"error"}`` as RFC 6749 clients expect. Bodies never echo
+request values: FastAPI's default 422 body quotes the input, so it is replaced here."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from processors.base import Issue
 
 _log = logging.getLogger("dropzone.api")
 FHIR_JSON = "application/fhir+json"
+CODE_SYSTEM = "urn:dropzone:error"
 
 # Our codes -> FHIR IssueType (http://hl7.org/fhir/R4/valueset-issue-type.html).
 _FHIR_CODES = {
@@ -63,7 +65,7 @@ def operation_outcome(status: int, code: str, message: str, issues: Iterable[Iss
         item: dict[str, Any] = {
             "severity": "error",
             "code": "structure" if issue.code.startswith("invalid.") else fhir_code,
-            "details": {"text": issue.code},
+            "details": _details(issue.code),
             "diagnostics": issue.message,
         }
         if issue.path:
@@ -71,9 +73,13 @@ def operation_outcome(status: int, code: str, message: str, issues: Iterable[Iss
         items.append(item)
     if not items:
         items.append(
-            {"severity": "error", "code": fhir_code, "details": {"text": code}, "diagnostics": message}
+            {"severity": "error", "code": fhir_code, "details": _details(code), "diagnostics": message}
         )
     return {"resourceType": "OperationOutcome", "issue": items}
+
+
+def _details(code: str) -> dict[str, Any]:
+    return {"text": code, "coding": [{"system": CODE_SYSTEM, "code": code}]}
 
 
 def error_response(
@@ -84,11 +90,11 @@ def error_response(
     headers: dict[str, str] | None = None,
     issues: Iterable[Issue] = (),
 ) -> JSONResponse:
-    if request.url.path.startswith("/api/fhir"):
-        return JSONResponse(
-            operation_outcome(status, code, message, issues), status, headers=headers, media_type=FHIR_JSON
-        )
-    return JSONResponse({"detail": message, "code": code}, status, headers=headers)
+    # One body everywhere; the FHIR routes also say it in FHIR's media type.
+    media_type = FHIR_JSON if request.url.path.startswith("/api/fhir") else None
+    return JSONResponse(
+        operation_outcome(status, code, message, issues), status, headers=headers, media_type=media_type
+    )
 
 
 _STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 401: "unauthorized"}
@@ -121,7 +127,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         )
     if request.url.path.startswith("/api/fhir"):
         return error_response(request, 400, "invalid_request", "the request is not valid", issues=issues)
-    return JSONResponse({"detail": f"invalid request ({summary})", "code": "invalid_request"}, 422)
+    return error_response(request, 422, "invalid_request", f"invalid request ({summary})", issues=issues)
 
 
 def unexpected_response(request: Request, exc: Exception) -> JSONResponse:

@@ -23,9 +23,30 @@ class OAuthError(BaseModel):
     error_description: str | None = None
 
 
+class OutcomeCoding(BaseModel):
+    system: str
+    code: str = Field(description="dropzone's machine code (too_large, unauthorized, not_found, ...)")
+
+
+class OutcomeDetails(BaseModel):
+    text: str = Field(description="the machine code again, for clients that read only text")
+    coding: list[OutcomeCoding]
+
+
+class OutcomeIssue(BaseModel):
+    severity: Literal["error"]
+    code: str = Field(description="FHIR IssueType (invalid, login, forbidden, not-found, ...)")
+    details: OutcomeDetails
+    diagnostics: str = Field(description="for people; never quotes request values")
+    expression: list[str] | None = None
+
+
 class ErrorBody(BaseModel):
-    detail: str
-    code: str
+    """Every API error but the token endpoint's (RFC 6749 there): a FHIR OperationOutcome, the
+    machine code in ``issue[0].details.coding[0].code``."""
+
+    resourceType: Literal["OperationOutcome"]
+    issue: list[OutcomeIssue]
 
 
 class BatchAccepted(BaseModel):

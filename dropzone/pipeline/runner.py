@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from dropzone.config import Settings, TenantSettings
 from dropzone.errors import (
@@ -109,6 +109,7 @@ class Pipeline:
         self.unfinished: dict[str, str] = {}
         # Set to abandon the file in progress (SIGTERM): its lease is released, it stays in incoming/.
         self.cancel = threading.Event()
+        self._payload = _PayloadPosition()
 
     def close(self) -> None:
         self.validator.close()
@@ -364,7 +365,9 @@ class Pipeline:
                     settings=self.settings,
                     tenant=tenant,
                     resources=self.store.resources,
-                    open_payload=lambda: open_payload(path, sniffed.gzipped, limits.max_decompressed_bytes),
+                    open_payload=lambda: open_payload(
+                        path, sniffed.gzipped, limits.max_decompressed_bytes, on_open=self._payload.watch
+                    ),
                     path=path,
                     sniffed=sniffed,
                     name=file.name,
@@ -421,7 +424,8 @@ class Pipeline:
             tenant.name,
             pipeline.batch_size,
             in_flight=pipeline.validation_workers * 2 or 1,  # keep every worker busy; 1 when in-process
-            progress=_BatchProgress(file, self.progress),
+            progress=_BatchProgress(file, self.progress, self._payload),
+            raw_parser=processor.raw_parser,
         )
         if not self._atomic(processor, tenant):
             return loader.run(processor.records(), rejects, write=True, file_sha256=sha, heartbeat=heartbeat)
@@ -656,13 +660,36 @@ def _processor_details(processor: Processor | None) -> dict[str, Any]:
         return {}
 
 
+class _PayloadPosition:
+    """How far into the file the processor has read (the raw file's position), for progress."""
+
+    def __init__(self) -> None:
+        self._raw: BinaryIO | None = None
+
+    def watch(self, raw: BinaryIO) -> None:
+        self._raw = raw
+
+    def bytes_read(self, size: int) -> int:
+        try:
+            return min(self._raw.tell(), size) if self._raw is not None else 0
+        except (OSError, ValueError):  # closed: read to the end
+            return size
+
+
 class _BatchProgress:
     """Per stored batch: a DEBUG event, an INFO progress line every PROGRESS_LOG_SECONDS on long
-    files, and the CLI's progress callback."""
+    files, and the CLI's progress callback: ``callback(file, records_in_batch)`` and, when it has
+    one, ``callback.bytes_read(file, bytes_read_so_far)``."""
 
-    def __init__(self, file: IncomingFile, callback: Callable[[IncomingFile, int], None] | None) -> None:
+    def __init__(
+        self,
+        file: IncomingFile,
+        callback: Callable[[IncomingFile, int], None] | None,
+        payload: _PayloadPosition | None = None,
+    ) -> None:
         self.file = file
         self.callback = callback
+        self.payload = payload
         self.records = 0
         self.started = self.last_log = time.monotonic()
 
@@ -676,6 +703,9 @@ class _BatchProgress:
             event(_log, "file.progress", key=self.file.key, records=self.records, per_second=round(rate))
         if self.callback:
             self.callback(self.file, n)
+            bytes_read = getattr(self.callback, "bytes_read", None)
+            if bytes_read is not None and self.payload is not None:
+                bytes_read(self.file, self.payload.bytes_read(self.file.size))
 
 
 def decide_outcome(

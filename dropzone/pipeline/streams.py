@@ -6,7 +6,7 @@ import gzip
 import hashlib
 import io
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -61,9 +61,15 @@ class CappedReader(io.RawIOBase):
         super().close()
 
 
-def open_payload(path: Path, gzipped: bool, max_decompressed: int) -> BinaryIO:
-    """The file's content as bytes: decompressed if gzip, with a leading UTF-8 BOM removed."""
+def open_payload(
+    path: Path, gzipped: bool, max_decompressed: int, on_open: Callable[[BinaryIO], None] | None = None
+) -> BinaryIO:
+    """The file's content as bytes: decompressed if gzip, with a leading UTF-8 BOM removed.
+    ``on_open`` gets the raw file: its position is the progress in the file's own bytes (the
+    compressed ones for gzip), which is what a progress display can total."""
     raw: BinaryIO = path.open("rb")
+    if on_open is not None:
+        on_open(raw)
     inner: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
     capped = CappedReader(inner, max_decompressed, also_close=raw if gzipped else None)
     stream = io.BufferedReader(capped, buffer_size=_CHUNK)

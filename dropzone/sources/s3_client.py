@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import boto3
+import botocore.exceptions
 import botocore.session
 from botocore.config import Config
 from botocore.exceptions import ClientError
@@ -140,7 +141,10 @@ def make_client(service: str, options: S3Settings) -> Any:
     # are shared (loading them costs a few hundred milliseconds per client).
     core = botocore.session.get_session()
     core.register_component("data_loader", _shared_loader())
-    session = boto3.session.Session(botocore_session=core)
-    if options.region is None and session.region_name is None:
-        config = config.merge(Config(region_name="us-east-1"))
-    return session.client(service, endpoint_url=options.endpoint_url, config=config)
+    try:
+        session = boto3.session.Session(botocore_session=core, profile_name=options.profile)
+        if options.region is None and session.region_name is None:
+            config = config.merge(Config(region_name="us-east-1"))
+        return session.client(service, endpoint_url=options.endpoint_url, config=config)
+    except botocore.exceptions.ProfileNotFound as err:
+        raise UsageError(f"AWS profile '{options.profile}' is not in the AWS config files") from err

@@ -1,7 +1,6 @@
-"""``dropzone api`` and ``dropzone tenant add|rotate``, registered on the main CLI group.
+"""``dropzone api`` and ``dropzone tenant add|rotate``.
 
-Nothing heavy is imported at module level: the CLI must work without the ``api`` extra, and
-``dropzone.cli`` imports this module.
+Nothing heavy is imported at module level: the CLI must work without the ``api`` extra.
 """
 
 from __future__ import annotations
@@ -15,6 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from dropzone.cli.errors import handle_errors
+from dropzone.cli.options import global_options
+from dropzone.cli.output import say
+from dropzone.cli.signals import StopWaiting, install_signal_handlers
 
 if TYPE_CHECKING:
     from dropzone.config import Settings
@@ -61,29 +65,36 @@ def serve_api(settings: Settings, service: Service, host: str, port: int, worker
 @click.option(
     "--no-workers", is_flag=True, help="Only serve the API; another `dropzone run` processes files."
 )
+@global_options
 @click.pass_obj
 def api_command(obj: Any, zone: str | None, host: str | None, port: int | None, no_workers: bool) -> None:
     """Serve the push API (token, batch upload, status, single-resource updates) and, unless
     --no-workers, process the zone's files in the same process. Ctrl-C or SIGTERM stops both."""
-    from dropzone.cli import _handle_errors, _install_signal_handlers
     from dropzone.service import open_service
     from dropzone.watcher import Watcher
 
     settings = obj.settings(zone=zone)
-    with _handle_errors():
+    with handle_errors():
         _require_api_extra()
         with open_service(settings) as service:
             stop = threading.Event()
+            watcher = Watcher(service.pipeline, service.source, settings)
             # As `dropzone run`: Ctrl-C finishes the current file, SIGTERM releases it at once.
-            _install_signal_handlers(stop, service)
+            # Without workers nothing is ever in progress: a signal stops the server at once.
+            install_signal_handlers(stop, service, idle=lambda: no_workers or watcher.waiting)
             chosen_host = host or settings.api.host
             chosen_port = settings.api.port if port is None else port
             with serve_api(settings, service, chosen_host, chosen_port, not no_workers) as server:
-                click.echo(f"push API on {server.url} (OpenAPI: {server.url}/openapi.json)", err=True)
-                if no_workers:
-                    stop.wait()
-                else:
-                    Watcher(service.pipeline, service.source, settings).run(stop)
+                say(
+                    f"push API on {server.url} (OpenAPI: {server.url}/openapi.json)",
+                    event="api.listening",
+                    url=server.url,
+                )
+                with contextlib.suppress(StopWaiting):
+                    if no_workers:
+                        stop.wait()
+                    else:
+                        watcher.run(stop)
 
 
 # -- tenant credentials ---------------------------------------------------------------------------
@@ -96,6 +107,7 @@ def _config_dir(obj: Any) -> Path:
 
 
 @click.group("tenant")
+@global_options
 def tenant_group() -> None:
     """Tenants (health systems) and their API credentials."""
 
@@ -117,25 +129,25 @@ def _print_issued(issued: Any, as_json: bool, verb: str) -> None:
 @click.argument("name")
 @click.option("--display-name", help="Human-readable name (default: NAME).")
 @click.option("--json", "as_json", is_flag=True, help='Print {"tenant", "client_id", "client_secret"}.')
+@global_options
 @click.pass_obj
 def tenant_add(obj: Any, name: str, display_name: str | None, as_json: bool) -> None:
     """Write <config>/tenants/NAME.yaml with new API credentials and print them once."""
     from dropzone.api.tenant_files import add_tenant
-    from dropzone.cli import _handle_errors
 
-    with _handle_errors():
+    with handle_errors():
         _print_issued(add_tenant(_config_dir(obj), name, display_name), as_json, "wrote")
 
 
 @tenant_group.command("rotate")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help='Print {"tenant", "client_id", "client_secret"}.')
+@global_options
 @click.pass_obj
 def tenant_rotate(obj: Any, name: str, as_json: bool) -> None:
     """Replace NAME's API client secret (same client id). The old secret, and tokens issued
     with it, stop working within a second on running servers."""
     from dropzone.api.tenant_files import rotate_secret
-    from dropzone.cli import _handle_errors
 
-    with _handle_errors():
+    with handle_errors():
         _print_issued(rotate_secret(_config_dir(obj), name), as_json, "updated")

@@ -1,17 +1,17 @@
-"""SFTP pieces of the CLI: ``--identity``/``--known-hosts`` for ``sftp://`` zones, and the
-``dropzone sftp-config`` command (OpenSSH accounts for tenants uploading into a local zone).
-
-Kept apart from ``dropzone.cli`` so that module only has to register them.
-"""
+"""``dropzone sftp-config``: OpenSSH accounts for tenants uploading into a local zone."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 import orjson
 
+from dropzone.cli.errors import EXIT_USAGE
+from dropzone.cli.options import global_options
+from dropzone.cli.output import say_error
 from dropzone.errors import UsageError
 from dropzone.sftp_accounts import (
     DEFAULT_JAIL_ROOT,
@@ -21,62 +21,6 @@ from dropzone.sftp_accounts import (
     accounts_from_settings,
     write_bundle,
 )
-
-_META = "dropzone.sftp_overrides"
-
-
-def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    if value is None or value is False:
-        return value
-    if param.name == "accept_new":
-        ctx.meta.setdefault(_META, {})["host_key_policy"] = "accept-new"
-    else:
-        ctx.meta.setdefault(_META, {})[str(param.name)] = str(Path(value).expanduser())
-    return value
-
-
-def sftp_connection_options(func: Any) -> Any:
-    """``--identity``, ``--known-hosts`` and ``--accept-new-host-key``; read back with
-    ``cli_sftp_overrides()`` (they override ``sftp:`` in config for this command)."""
-    options = [
-        click.option(
-            "--identity",
-            "identity_file",
-            metavar="KEYFILE",
-            type=click.Path(exists=True, dir_okay=False),
-            expose_value=False,
-            callback=_remember,
-            help="sftp:// zones: private key to log in with.",
-        ),
-        click.option(
-            "--known-hosts",
-            "known_hosts",
-            metavar="FILE",
-            type=click.Path(dir_okay=False),
-            expose_value=False,
-            callback=_remember,
-            help="sftp:// zones: known_hosts file with the server's host key (default ~/.ssh/known_hosts).",
-        ),
-        click.option(
-            "--accept-new-host-key",
-            "accept_new",
-            is_flag=True,
-            expose_value=False,
-            callback=_remember,
-            help="sftp:// zones: trust and record a first-seen server key (never a changed one).",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def cli_sftp_overrides() -> dict[str, Any] | None:
-    """What the sftp options of the running command set, as a ``sftp:`` settings override."""
-    ctx = click.get_current_context(silent=True)
-    if ctx is None:
-        return None
-    return dict(ctx.meta.get(_META, {})) or None
 
 
 @click.command("sftp-config")
@@ -107,6 +51,7 @@ def cli_sftp_overrides() -> dict[str, Any] | None:
     help="Group the dropzone service runs in: it must read and move uploaded files.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the files written as JSON.")
+@global_options
 @click.pass_obj
 def sftp_config(
     obj: Any,
@@ -140,8 +85,8 @@ def sftp_config(
             raise UsageError("--jail-root and --keys-dir must be absolute paths")
         written = write_bundle(out_dir, accounts, layout)
     except UsageError as err:
-        click.echo(f"error: {err}", err=True)
-        raise SystemExit(2) from err
+        say_error(str(err))
+        sys.exit(EXIT_USAGE)
     if as_json:
         payload = {
             "files": [str(p) for p in written],
