@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from dropzone.config import Settings, load_settings
@@ -160,3 +161,18 @@ def spawn_run_once(zone: Path, env: dict[str, str], log_level: str = "INFO") -> 
         stderr=subprocess.PIPE,
         env=env,
     )
+
+
+def write_replicas(source: Path, path: Path, copies: int) -> int:
+    """``source``'s NDJSON resources ``copies`` times into ``path``, each copy with fresh ids
+    (``<id>-<copy>``): a large file of valid, distinct resources. Returns the record count."""
+    lines = source.read_bytes().splitlines()
+    count = 0
+    with path.open("wb") as out:
+        for copy in range(copies):
+            for line in lines:
+                doc = orjson.loads(line)
+                doc["id"] = f"{doc['id'][:50]}-{copy}"
+                out.write(orjson.dumps(doc) + b"\n")
+                count += 1
+    return count

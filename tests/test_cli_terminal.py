@@ -3,7 +3,6 @@ the progress display of an ingest of a large file, with logs printed around it, 
 
 from __future__ import annotations
 
-import json
 import os
 import pty
 import re
@@ -17,7 +16,7 @@ import pyte
 import pytest
 from rich.filesize import decimal
 
-from conftest import BULK
+from conftest import BULK, write_replicas
 
 DROPZONE = Path(sys.executable).parent / "dropzone"
 COLUMNS, LINES = 80, 24
@@ -25,17 +24,7 @@ _ESC = re.compile(rb"(?=\x1b)")
 
 
 def _big_ndjson(path: Path, copies: int) -> int:
-    """The sample patients many times over, each copy with new ids: returns the record count."""
-    lines = (BULK / "Patient.000.ndjson").read_bytes().splitlines()
-    count = 0
-    with path.open("wb") as out:
-        for copy in range(copies):
-            for line in lines:
-                doc = json.loads(line)
-                doc["id"] = f"{doc['id'][:40]}-{copy}"
-                out.write(json.dumps(doc).encode() + b"\n")
-                count += 1
-    return count
+    return write_replicas(BULK / "Patient.000.ndjson", path, copies)
 
 
 def _run_on_a_terminal(

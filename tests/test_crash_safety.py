@@ -25,7 +25,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import BULK, drop, line_count, make_settings, mongomock_store, real_mongo_store, spawn_run_once
+from conftest import (
+    BULK,
+    drop,
+    line_count,
+    make_settings,
+    mongomock_store,
+    real_mongo_store,
+    spawn_run_once,
+    write_replicas,
+)
 from dropzone.models import Outcome
 from dropzone.pipeline.runner import Pipeline
 from dropzone.sources.folder import FolderSource
@@ -160,17 +169,7 @@ def test_two_workers_on_one_zone_process_each_file_exactly_once(
 
 
 def _big_ndjson(path: Path, copies: int) -> int:
-    """Encounters replicated with fresh ids: a file that takes a few seconds to load."""
-    lines = ENCOUNTERS.read_bytes().splitlines()
-    n = 0
-    with path.open("wb") as out:
-        for copy in range(copies):
-            for line in lines:
-                doc = orjson.loads(line)
-                doc["id"] = f"{doc['id'][:50]}-{copy}"
-                out.write(orjson.dumps(doc) + b"\n")
-                n += 1
-    return n
+    return write_replicas(ENCOUNTERS, path, copies)
 
 
 @pytest.mark.parametrize("store_kind", ["memory", "sqlite", "mongodb"])
