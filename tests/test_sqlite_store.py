@@ -68,7 +68,7 @@ def test_a_database_of_another_schema_version_is_refused_untouched(tmp_path: Pat
         conn.execute("UPDATE dz_meta SET value = '99' WHERE key = 'schema_version'")
     conn.close()
     before = _sha(path)
-    with pytest.raises(ConfigError, match="schema version 99; this dropzone reads version 1"):
+    with pytest.raises(ConfigError, match="schema version 99; this dropzone reads version 2"):
         SqliteStore(path)
     assert _sha(path) == before
 

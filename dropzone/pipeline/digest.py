@@ -1,5 +1,5 @@
 """What the loader needs of a resource before it looks at the store, made where the resource is
-parsed: identity, canonical hash, the JSON text to store, and its identifiers.
+parsed: identity, canonical hash, the JSON text to store, its identifiers and search rows.
 
 For records that carry bytes (``Record.raw``, NDJSON lines) ``digest_raws`` runs in a pool
 worker: parsing, the processor's record checks, hashing and serialising then use every core,
@@ -14,12 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 from dropzone.pipeline.canonical import canonical_bytes
+from dropzone.search.index import SearchRows, search_rows
 from dropzone.store.base import identifier_rows
 from processors import fhir_json
 from processors.base import Issue, RawParsed
 
-# resourceType, id, canonical sha256, JSON text (``fhir_json.dumps``), (value, system) identifiers
-Digest = tuple[str, str, str, bytes, list[tuple[str, str]]]
+# resourceType, id, canonical sha256, JSON text (``fhir_json.dumps``), (value, system)
+# identifiers, search rows (``dropzone.search.index``)
+Digest = tuple[str, str, str, bytes, list[tuple[str, str]], SearchRows]
 IssueTuple = tuple[str, str, str | None]
 # The digests of a record's resources, or its issues (then no digests).
 RawOutcome = tuple[list[Digest], list[IssueTuple]]
@@ -43,6 +45,7 @@ def digest_resource(resource: dict[str, Any]) -> Digest:
         hashlib.sha256(canonical).hexdigest(),
         body,
         identifier_rows(resource),
+        search_rows(resource),
     )
 
 

@@ -42,9 +42,9 @@ def _digested(record: Record) -> tuple[list[ResourceWrite], int]:
     nbytes = 0
     try:
         for resource in record.resources:
-            rtype, rid, digest, body, identifiers = digest_resource(resource)
+            rtype, rid, digest, body, identifiers, index = digest_resource(resource)
             nbytes += len(body)
-            row.append(ResourceWrite(rtype, rid, resource, digest, body, identifiers))
+            row.append(ResourceWrite(rtype, rid, resource, digest, body, identifiers, index))
     except TooDeep:
         # Reject the record, not the file.
         record.issues.append(Issue(TOO_DEEP.code, TOO_DEEP.message))
@@ -191,7 +191,9 @@ class Loader:
                 if issues:
                     record.issues.extend(Issue(*i) for i in issues)
                     continue
-                batch.writes[pos] = [ResourceWrite(t, i, None, h, b, ids) for t, i, h, b, ids in digests]
+                batch.writes[pos] = [
+                    ResourceWrite(t, i, None, h, b, ids, index) for t, i, h, b, ids, index in digests
+                ]
                 if digests:
                     record.described = (digests[0][0], digests[0][1])
         if not validate:

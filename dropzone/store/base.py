@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from dropzone.search.index import SearchRows, search_rows
+from dropzone.search.query import SearchPage, SearchQuery
 from processors import fhir_json
 
 META_KEY = "_dz"
@@ -44,7 +46,7 @@ class ResourceWrite:
     """One resource to store. ``resource`` or ``body`` (its JSON text, as ``fhir_json.dumps``
     writes it) or both: the pipeline hands over the text its workers made, and a store that
     keeps text (SQLite) never parses it again. ``identifiers``: (value, system) pairs of
-    ``identifier``, when already known."""
+    ``identifier``, and ``index`` its search rows, when already known."""
 
     type: str
     id: str
@@ -52,6 +54,7 @@ class ResourceWrite:
     hash: str
     body: bytes | None = None
     identifiers: list[tuple[str, str]] | None = None
+    index: SearchRows | None = None
 
     def content(self) -> dict[str, Any]:
         if self.resource is None:
@@ -69,6 +72,12 @@ class ResourceWrite:
         if self.identifiers is None:
             self.identifiers = identifier_rows(self.content())
         return self.identifiers
+
+    def search_rows(self) -> SearchRows:
+        """Its search keys and date ranges (``dropzone.search.index``)."""
+        if self.index is None:
+            self.index = search_rows(self.content())
+        return self.index
 
 
 def identifier_rows(resource: dict[str, Any]) -> list[tuple[str, str]]:
@@ -151,6 +160,28 @@ class ResourceStore(ABC):
     def iter_resources(self, tenant: str, rtype: str, since: str | None = None) -> Iterator[dict[str, Any]]:
         """The tenant's current resources of one type as FHIR JSON (no internal metadata), in id
         order, streaming; ``since``: only those stored at or after this ``utc_now_iso()`` time."""
+
+    @abstractmethod
+    def search(self, tenant: str, query: SearchQuery) -> SearchPage:
+        """One page of the tenant's ``query.rtype`` resources matching every condition, in
+        ``query.sort`` order after ``query.after``; ``total`` counts every match."""
+
+    @abstractmethod
+    def keyed(self, tenant: str, keys: Sequence[str], types: Iterable[str]) -> list[tuple[str, str, str]]:
+        """(type, id, key) of the tenant's resources of ``types`` holding any of ``keys``."""
+
+    @abstractmethod
+    def reference_keys(self, tenant: str) -> Iterator[tuple[str, str, str]]:
+        """(type, id, key) of every reference key (``>path|reference``) of the tenant."""
+
+    def get_many(self, tenant: str, rtype: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The current resources among ``ids`` (default: one read each)."""
+        found = {}
+        for rid in ids:
+            resource = self.get(tenant, rtype, rid)
+            if resource is not None:
+                found[rid] = resource
+        return found
 
     @abstractmethod
     def close(self) -> None: ...
@@ -284,6 +315,9 @@ def build_document(
         "first_ingested": first,
         "last_ingested": now,
     }
+    keys, dates = write.search_rows()
+    doc[META_KEY]["keys"] = keys
+    doc[META_KEY]["dates"] = [{"p": param, "lo": low, "hi": high} for param, low, high in dates]
     return doc
 
 

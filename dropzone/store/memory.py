@@ -14,6 +14,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from dropzone.search.index import REF_PREFIX
+from dropzone.search.match import matches
+from dropzone.search.query import SearchPage, SearchQuery
 from dropzone.store.base import (
     META_KEY,
     Claim,
@@ -24,6 +27,7 @@ from dropzone.store.base import (
     ResourceStore,
     Store,
     claim_key,
+    identifier_rows,
     strip_document,
 )
 from processors import fhir_json
@@ -185,6 +189,47 @@ class MemoryResourceStore(ResourceStore):
             doc = fhir_json.loads(blob)
             if since is None or doc[META_KEY]["last_ingested"] >= since:
                 yield strip_document(doc)
+
+    def _tenant_documents(self, tenant: str, rtype: str) -> Iterator[dict[str, Any]]:
+        """The tenant's documents of one type in id order (decoded one at a time)."""
+        prefix = f"{tenant}/"
+        with self._lock:
+            blobs = [(i, b) for i, b in self._blobs.get(rtype, {}).items() if i.startswith(prefix)]
+        for _doc_id, blob in sorted(blobs):
+            yield fhir_json.loads(blob)
+
+    def search(self, tenant: str, query: SearchQuery) -> SearchPage:
+        # A scan: the memory store is for tests and demos; ``matches`` is the reference semantics.
+        hits: list[tuple[tuple[str, ...], dict[str, Any]]] = []
+        for doc in self._tenant_documents(tenant, query.rtype):
+            meta = doc[META_KEY]
+            dates = [(d["p"], d["lo"], d["hi"]) for d in meta.get("dates", ())]
+            if matches(
+                query, doc["id"], meta["last_ingested"], meta.get("keys", ()), dates, identifier_rows(doc)
+            ):
+                key = (meta["last_ingested"], doc["id"]) if query.sort == "_lastUpdated" else (doc["id"],)
+                hits.append((key, doc))
+        hits.sort(key=lambda hit: hit[0])
+        after = [hit for hit in hits if query.after is None or hit[0] > query.after]
+        page = SearchPage([strip_document(doc) for _, doc in after[: query.count]], len(hits))
+        if len(after) > query.count:
+            page.after = after[query.count - 1][0]
+        return page
+
+    def keyed(self, tenant: str, keys: Sequence[str], types: Iterable[str]) -> list[tuple[str, str, str]]:
+        wanted = set(keys)
+        found = []
+        for rtype in types:
+            for doc in self._tenant_documents(tenant, rtype):
+                found += [(rtype, doc["id"], k) for k in doc[META_KEY].get("keys", ()) if k in wanted]
+        return found
+
+    def reference_keys(self, tenant: str) -> Iterator[tuple[str, str, str]]:
+        for rtype in self.resource_types():
+            for doc in self._tenant_documents(tenant, rtype):
+                for key in doc[META_KEY].get("keys", ()):
+                    if key.startswith(REF_PREFIX):
+                        yield rtype, doc["id"], key
 
     def close(self) -> None:
         """Nothing to release."""

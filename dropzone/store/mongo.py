@@ -27,6 +27,8 @@ from pymongo import ReplaceOne, ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from dropzone.errors import StoreUnavailable
+from dropzone.search.index import REF_PREFIX
+from dropzone.search.query import AnyKey, Condition, IdCondition, IdentifierCondition, SearchPage, SearchQuery
 from dropzone.store.base import (
     META_KEY,
     Claim,
@@ -147,6 +149,54 @@ def from_stored(doc: dict[str, Any]) -> dict[str, Any]:
     return decoded
 
 
+_MONGO_DATES = {
+    "eq": lambda lo, hi: {"lo": {"$gte": lo}, "hi": {"$lte": hi}},
+    "gt": lambda lo, hi: {"hi": {"$gt": hi}},
+    "lt": lambda lo, hi: {"lo": {"$lt": lo}},
+    "ge": lambda lo, hi: {"hi": {"$gte": lo}},
+    "le": lambda lo, hi: {"lo": {"$lte": hi}},
+    "sa": lambda lo, hi: {"lo": {"$gt": hi}},
+    "eb": lambda lo, hi: {"hi": {"$lt": lo}},
+}
+
+
+def _mongo_condition(condition: Condition) -> dict[str, Any]:
+    """One search condition as a MongoDB filter on the document and its ``_dz`` index fields."""
+    if isinstance(condition, IdCondition):
+        return {"id": {"$in": list(condition.ids)}}
+    if isinstance(condition, AnyKey):
+        return {f"{META_KEY}.keys": {"$in": list(condition.keys)}}
+    if isinstance(condition, IdentifierCondition):
+        alternatives = []
+        for system, value in condition.values:
+            match: dict[str, Any] = {"value": value}
+            if system == "":
+                match["system"] = {"$exists": False}
+            elif system is not None:
+                match["system"] = system
+            alternatives.append({"identifier": {"$elemMatch": match}})
+        return {"$or": alternatives}
+    lo, hi = condition.qlow, condition.qhigh
+    if condition.param == "_lastUpdated":
+        field = f"{META_KEY}.last_ingested"
+        if condition.prefix == "ne":
+            return {"$or": [{field: {"$lt": lo}}, {field: {"$gt": hi}}]}
+        spec = _MONGO_DATES[condition.prefix](lo, hi)
+        merged: dict[str, Any] = {}
+        for ops in spec.values():
+            merged.update(ops)
+        return {field: merged}
+    if condition.prefix == "ne":
+        return {
+            f"{META_KEY}.dates": {
+                "$elemMatch": {"p": condition.param, "$or": [{"lo": {"$lt": lo}}, {"hi": {"$gt": hi}}]}
+            }
+        }
+    return {
+        f"{META_KEY}.dates": {"$elemMatch": {"p": condition.param, **_MONGO_DATES[condition.prefix](lo, hi)}}
+    }
+
+
 class MongoResourceStore(ResourceStore):
     def __init__(self, db: Any) -> None:
         self._db = db
@@ -159,6 +209,12 @@ class MongoResourceStore(ResourceStore):
         if rtype not in self._indexed:
             coll.create_index([(f"{META_KEY}.tenant", 1), ("id", 1)])
             coll.create_index([("identifier.value", 1)], sparse=True)
+            # The search index (dropzone.search.index): keys and date ranges per document.
+            coll.create_index([(f"{META_KEY}.tenant", 1), (f"{META_KEY}.keys", 1), ("id", 1)])
+            coll.create_index(
+                [(f"{META_KEY}.tenant", 1), (f"{META_KEY}.dates.p", 1), (f"{META_KEY}.dates.lo", 1)]
+            )
+            coll.create_index([(f"{META_KEY}.tenant", 1), (f"{META_KEY}.last_ingested", 1), ("id", 1)])
             self._indexed.add(rtype)
         return coll
 
@@ -287,6 +343,70 @@ class MongoResourceStore(ResourceStore):
             # Sorted by the (tenant, id) index; the cursor streams in batches.
             for doc in self._coll(rtype).find(query).sort("id", pymongo.ASCENDING):
                 yield strip_document(from_stored(doc))
+        except PyMongoError as err:
+            raise _translate(err) from err
+
+    def search(self, tenant: str, query: SearchQuery) -> SearchPage:
+        clauses: list[dict[str, Any]] = [{f"{META_KEY}.tenant": tenant}]
+        clauses += [_mongo_condition(c) for c in query.conditions]
+        by_updated = query.sort == "_lastUpdated"
+        order = [(f"{META_KEY}.last_ingested", 1), ("id", 1)] if by_updated else [("id", 1)]
+        filter_ = {"$and": clauses}
+        try:
+            coll = self._coll(query.rtype)
+            total = coll.count_documents(filter_)
+            if query.after is not None:
+                if by_updated:
+                    last, rid = query.after
+                    clauses.append(
+                        {
+                            "$or": [
+                                {f"{META_KEY}.last_ingested": {"$gt": last}},
+                                {f"{META_KEY}.last_ingested": last, "id": {"$gt": rid}},
+                            ]
+                        }
+                    )
+                else:
+                    clauses.append({"id": {"$gt": query.after[0]}})
+            docs = [from_stored(d) for d in coll.find({"$and": clauses}).sort(order).limit(query.count + 1)]
+        except PyMongoError as err:
+            raise _translate(err) from err
+        page = SearchPage([strip_document(d) for d in docs[: query.count]], total)
+        if len(docs) > query.count:
+            last_doc = docs[query.count - 1]
+            page.after = (
+                (last_doc[META_KEY]["last_ingested"], last_doc["id"]) if by_updated else (last_doc["id"],)
+            )
+        return page
+
+    def keyed(self, tenant: str, keys: Sequence[str], types: Iterable[str]) -> list[tuple[str, str, str]]:
+        wanted = set(keys)
+        found: list[tuple[str, str, str]] = []
+        present = set(self.resource_types())
+        try:
+            for rtype in types:
+                if rtype not in present:
+                    continue
+                cursor = self._coll(rtype).find(
+                    {f"{META_KEY}.tenant": tenant, f"{META_KEY}.keys": {"$in": list(keys)}},
+                    {"id": 1, f"{META_KEY}.keys": 1},
+                )
+                for doc in cursor:
+                    found += [(rtype, doc["id"], k) for k in doc[META_KEY]["keys"] if k in wanted]
+        except PyMongoError as err:
+            raise _translate(err) from err
+        return found
+
+    def reference_keys(self, tenant: str) -> Iterator[tuple[str, str, str]]:
+        try:
+            for rtype in self.resource_types():
+                cursor = self._coll(rtype).find(
+                    {f"{META_KEY}.tenant": tenant}, {"id": 1, f"{META_KEY}.keys": 1}
+                )
+                for doc in cursor:
+                    for key in doc[META_KEY].get("keys", ()):
+                        if key.startswith(REF_PREFIX):
+                            yield rtype, doc["id"], key
         except PyMongoError as err:
             raise _translate(err) from err
 

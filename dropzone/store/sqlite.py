@@ -17,9 +17,13 @@ Layout (schema version ``SCHEMA_VERSION``, kept in ``dz_meta``):
   ``meta.lastUpdated``; numbers keep their digits, ``processors.fhir_json``),
   tenant/type/id/version/hash in columns;
 * ``history``: previous versions, same shape; ``identifiers``: (system, value) lookups;
+* ``search_keys`` (tenant, key, type, id) and ``search_dates`` (tenant, type, param, low, high,
+  id): the search index (``dropzone.search.index``), replaced with each version;
 * ``files``, ``claims``, ``uploads``: the ledger.
 
-A database of another schema version is refused with a clear message, never rewritten.
+A version 1 database (before the search index) is upgraded in place on open: the index tables
+are added and filled from the stored resources, in one transaction. A database of any other
+schema version is refused with a clear message, never rewritten.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ from typing import Any, ParamSpec, TypeVar
 import orjson
 
 from dropzone.errors import ConfigError, StoreUnavailable
+from dropzone.search.index import REF_PREFIX, SearchRows, search_rows
+from dropzone.search.query import SearchPage, SearchQuery
+from dropzone.store import sqlite_search
 from dropzone.store.base import (
     META_KEY,
     Claim,
@@ -53,7 +60,7 @@ from dropzone.store.base import (
 from dropzone.store.memory import claim_from_document, new_claim_document
 from processors import fhir_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Well under SQLite's bound-parameter limit (32,766 since 3.32) with room for the other columns.
 _IN_CHUNK = 900
 
@@ -65,7 +72,7 @@ CREATE TABLE resources (
     first_ingested TEXT NOT NULL, last_ingested TEXT NOT NULL, body TEXT NOT NULL
 );
 CREATE UNIQUE INDEX resources_identity ON resources (tenant, type, id);
-CREATE INDEX resources_updated ON resources (tenant, type, last_ingested);
+CREATE INDEX resources_updated ON resources (tenant, type, last_ingested, id);
 CREATE TABLE history (
     tenant TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL,
     version INTEGER NOT NULL, hash TEXT NOT NULL, file_sha256 TEXT,
@@ -78,7 +85,7 @@ CREATE TABLE identifiers (
     id TEXT NOT NULL, PRIMARY KEY (tenant, type, value, system, id)
 ) WITHOUT ROWID;
 CREATE INDEX identifiers_owner ON identifiers (tenant, type, id);
-CREATE TABLE files (
+{search}CREATE TABLE files (
     id TEXT PRIMARY KEY, tenant TEXT, key TEXT, state TEXT, received_at TEXT, record TEXT NOT NULL
 );
 CREATE INDEX files_tenant ON files (tenant, received_at);
@@ -91,6 +98,22 @@ CREATE TABLE claims (
 );
 CREATE TABLE uploads (id TEXT PRIMARY KEY, record TEXT NOT NULL);
 """
+# Added by schema version 2. search_keys' key comes first so that one key (a patient's
+# compartment, a code) is one range across types; the owner indexes serve replacement.
+_SEARCH_SCHEMA = """
+CREATE TABLE search_keys (
+    tenant TEXT NOT NULL, key TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL,
+    PRIMARY KEY (tenant, key, type, id)
+) WITHOUT ROWID;
+CREATE INDEX search_keys_owner ON search_keys (tenant, type, id);
+CREATE TABLE search_dates (
+    tenant TEXT NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, low TEXT NOT NULL,
+    high TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (tenant, type, param, low, high, id)
+) WITHOUT ROWID;
+CREATE INDEX search_dates_high ON search_dates (tenant, type, param, high);
+CREATE INDEX search_dates_owner ON search_dates (tenant, type, id);
+"""
+_SCHEMA = _SCHEMA.replace("{search}", _SEARCH_SCHEMA)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -180,12 +203,35 @@ class Database:
                 )
             row = conn.execute("SELECT value FROM dz_meta WHERE key = 'schema_version'").fetchone()
             found = row[0] if row else "?"
+            if found == "1":
+                _upgrade_to_2(conn)
+                found = "2"
             if found != str(SCHEMA_VERSION):
                 raise ConfigError(
                     f"{self.path} has store schema version {found}; this dropzone reads version "
                     f"{SCHEMA_VERSION}. Nothing was changed: use the dropzone release that wrote it, "
                     "or point store.path at a new file"
                 )
+
+
+def _upgrade_to_2(conn: sqlite3.Connection) -> None:
+    """Add the search index and fill it from every stored resource (inside the caller's
+    transaction: a crash leaves a version 1 database, upgraded again next time)."""
+    for statement in _SEARCH_SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("DROP INDEX resources_updated")
+    conn.execute("CREATE INDEX resources_updated ON resources (tenant, type, last_ingested, id)")
+    cursor = conn.execute("SELECT tenant, type, id, body FROM resources")
+    while rows := cursor.fetchmany(1000):
+        keys, dates = [], []
+        for tenant, rtype, rid, body in rows:
+            found_keys, found_dates = search_rows(fhir_json.loads(body))
+            keys += [(tenant, key, rtype, rid) for key in found_keys]
+            dates += [(tenant, rtype, param, low, high, rid) for param, low, high in found_dates]
+        conn.executemany("INSERT OR IGNORE INTO search_keys VALUES (?, ?, ?, ?)", keys)
+        conn.executemany("INSERT OR IGNORE INTO search_dates VALUES (?, ?, ?, ?, ?, ?)", dates)
+    conn.execute("UPDATE dz_meta SET value = '2' WHERE key = 'schema_version'")
 
 
 def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
@@ -240,10 +286,13 @@ def _resource(version: int, last_ingested: str, body: str) -> dict[str, Any]:
     return with_server_meta(fhir_json.loads(body), version, last_ingested)
 
 
-# tenant, type, id, version, hash, file_sha256, first_ingested, last_ingested, body, identifiers
-_Row = tuple[str, str, str, int, str, str | None, str, str, str, list[tuple[str, str]]]
+# tenant, type, id, version, hash, file_sha256, first_ingested, last_ingested, body, identifiers,
+# search rows
+_Row = tuple[str, str, str, int, str, str | None, str, str, str, list[tuple[str, str]], SearchRows]
 
 _COLUMNS = "tenant, type, id, version, hash, file_sha256, first_ingested, last_ingested, body"
+# Rows that belong to the current version of one resource, replaced with it.
+_OWNED_TABLES = ("identifiers", "search_keys", "search_dates")
 
 
 def _chunks(items: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
@@ -296,6 +345,7 @@ class SqliteResourceStore(ResourceStore):
             now,
             write.text().decode(),
             write.identifier_rows(),
+            write.search_rows(),
         )
 
     @_translated
@@ -322,18 +372,32 @@ class SqliteResourceStore(ResourceStore):
                 rows,
             )
             if identities:
-                conn.executemany(
-                    "DELETE FROM identifiers WHERE tenant = ? AND type = ? AND id = ?", identities
-                )
+                for table in _OWNED_TABLES:
+                    conn.executemany(
+                        f"DELETE FROM {table} WHERE tenant = ? AND type = ? AND id = ?", identities
+                    )
             conn.executemany("INSERT OR IGNORE INTO identifiers VALUES (?, ?, ?, ?, ?)", identifiers)
+            conn.executemany(
+                "INSERT OR IGNORE INTO search_keys VALUES (?, ?, ?, ?)",
+                [(doc[0], key, rtype, doc[2]) for doc in docs for key in doc[10][0]],
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO search_dates VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (doc[0], rtype, param, low, high, doc[2])
+                    for doc in docs
+                    for param, low, high in doc[10][1]
+                ],
+            )
 
     @_translated
     def _delete_document(self, rtype: str, doc_id: str) -> bool:
         tenant, rid = doc_id.split("/", 1)
         with self._db.write() as conn:
-            conn.execute(
-                "DELETE FROM identifiers WHERE tenant = ? AND type = ? AND id = ?", (tenant, rtype, rid)
-            )
+            for table in _OWNED_TABLES:
+                conn.execute(
+                    f"DELETE FROM {table} WHERE tenant = ? AND type = ? AND id = ?", (tenant, rtype, rid)
+                )
             cursor = conn.execute(
                 "DELETE FROM resources WHERE tenant = ? AND type = ? AND id = ?", (tenant, rtype, rid)
             )
@@ -422,6 +486,57 @@ class SqliteResourceStore(ResourceStore):
             sql += " AND last_ingested >= ?"
             params.append(since)
         return self._db.read(sql + " ORDER BY id LIMIT 500", params)
+
+    @_translated
+    def search(self, tenant: str, query: SearchQuery) -> SearchPage:
+        rows, total = sqlite_search.search(self._db.read, tenant, query)
+        page = SearchPage(
+            [_resource(version, last, body) for _rid, version, last, body in rows[: query.count]], total
+        )
+        if len(rows) > query.count:
+            rid, _version, last, _body = rows[query.count - 1]
+            page.after = (last, rid) if query.sort == "_lastUpdated" else (rid,)
+        return page
+
+    @_translated
+    def keyed(self, tenant: str, keys: Sequence[str], types: Iterable[str]) -> list[tuple[str, str, str]]:
+        wanted = set(types)
+        found: list[tuple[str, str, str]] = []
+        for chunk in _chunks(list(keys)):
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.read(
+                f"SELECT type, id, key FROM search_keys WHERE tenant = ? AND key IN ({marks})",
+                (tenant, *chunk),
+            )
+            found += [row for row in rows if row[0] in wanted]
+        return found
+
+    def reference_keys(self, tenant: str) -> Iterator[tuple[str, str, str]]:
+        after: tuple[str, str, str] = (REF_PREFIX, "", "")
+        while True:
+            # '>' sorts just before '?': the reference keys are one range of the primary key.
+            rows = self._db.read(
+                "SELECT key, type, id FROM search_keys WHERE tenant = ? AND key < ? "
+                "AND (key, type, id) > (?, ?, ?) ORDER BY key, type, id LIMIT 2000",
+                (tenant, chr(ord(REF_PREFIX) + 1), *after),
+            )
+            if not rows:
+                return
+            for key, rtype, rid in rows:
+                yield rtype, rid, key
+            after = rows[-1]
+
+    @_translated
+    def get_many(self, tenant: str, rtype: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for chunk in _chunks(list(ids)):
+            rows = self._db.read(
+                "SELECT id, version, last_ingested, body FROM resources WHERE tenant = ? AND type = ? "
+                f"AND id IN ({','.join('?' * len(chunk))})",
+                (tenant, rtype, *chunk),
+            )
+            found.update((rid, _resource(version, last, body)) for rid, version, last, body in rows)
+        return found
 
     def close(self) -> None:
         """The database is closed by SqliteStore."""

@@ -1,0 +1,134 @@
+"""What a resource contributes to the search index, computed once when it is stored.
+
+* **keys**: exact-match strings. Token parameters (``code``, ``status``) give
+  ``param=system|code``, ``param=*|code`` (any system) and ``param=system|*`` (any code);
+  a code without a system gives ``param=|code`` and ``param=*|code``. Every Reference element
+  of the resource and its backbone elements (``reference_paths``) gives ``>path|reference``
+  (``>subject|Patient/1``, ``>performer.actor|Practitioner/2``), which serves reference
+  search, the Patient compartment and the reference-integrity view with one index.
+* **dates**: ``(param, low, high)`` for each date parameter of the type (see ``dates``).
+
+Identifiers are indexed by the stores' identifier table (``identifier_rows``).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache, lru_cache
+from typing import Any
+
+from dropzone.search.dates import date_range, period_range
+from dropzone.search.table import search_table
+from dropzone.validation.r4 import MODEL_PATH
+
+SearchRows = tuple[list[str], list[tuple[str, str, str]]]
+REF_PREFIX = ">"
+
+
+def values_at(node: Any, path: str) -> list[Any]:
+    """Every value at a dotted JSON path, arrays flattened at each step."""
+    if "." not in path:  # most paths: one step, no list building
+        value = node.get(path) if isinstance(node, dict) else None
+        if value is None:
+            return []
+        return value if isinstance(value, list) else [value]
+    current = [node]
+    for name in path.split("."):
+        nxt: list[Any] = []
+        for item in current:
+            if isinstance(item, dict) and name in item:
+                value = item[name]
+                if isinstance(value, list):
+                    nxt.extend(value)
+                else:
+                    nxt.append(value)
+        if not nxt:
+            return nxt
+        current = nxt
+    return current
+
+
+def token_keys(param: str, value: Any) -> list[str]:
+    codings: list[tuple[str, str]] = []
+    if isinstance(value, str):
+        return [f"{param}=|{value}", f"{param}=*|{value}"]
+    if isinstance(value, dict):
+        items = value["coding"] if isinstance(value.get("coding"), list) else [value]
+        for coding in items:
+            if isinstance(coding, dict) and isinstance(coding.get("code"), str):
+                system = coding.get("system")
+                codings.append((system if isinstance(system, str) else "", coding["code"]))
+    keys: list[str] = []
+    for system, code in codings:
+        keys += [f"{param}={system}|{code}", f"{param}=*|{code}"]
+        if system:
+            keys.append(f"{param}={system}|*")
+    return keys
+
+
+def reference_key(reference: str) -> str | None:
+    """How a reference is indexed: local ``#x`` references are not; a versioned relative one
+    (``Patient/1/_history/2``) is indexed as ``Patient/1``."""
+    if not reference or reference.startswith("#"):
+        return None
+    if "/_history/" in reference and "://" not in reference:
+        reference = reference.split("/_history/", 1)[0]
+    return reference
+
+
+@cache
+def reference_paths(rtype: str) -> tuple[str, ...]:
+    """The JSON paths of the type's Reference elements, its backbone elements included (from
+    the validator's R4 model). References inside data types (``Identifier.assigner``,
+    ``Annotation.authorReference``) and extensions are not indexed."""
+    types = model_types()
+    found: list[str] = []
+
+    def walk(owner: str, prefix: str, depth: int) -> None:
+        for leaf, row in types.get(owner, {}).items():
+            for kind in row["type"]:
+                name = leaf[:-3] + kind[0].upper() + kind[1:] if leaf.endswith("[x]") else leaf
+                if kind == "Reference":
+                    found.append(prefix + name)
+                elif (kind in ("BackboneElement", "Element") or kind == f"{owner}.{leaf}") and depth < 6:
+                    walk(f"{owner}.{leaf}", f"{prefix}{name}.", depth + 1)
+
+    walk(rtype, "", 0)
+    return tuple(sorted(set(found)))
+
+
+@lru_cache(maxsize=1)
+def model_types() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(MODEL_PATH.read_text())["types"]
+    return data
+
+
+def _references(resource: dict[str, Any], out: set[str]) -> None:
+    for path in reference_paths(resource.get("resourceType", "")):
+        for value in values_at(resource, path):
+            if isinstance(value, dict):
+                ref = value.get("reference")
+                if isinstance(ref, str):
+                    key = reference_key(ref)
+                    if key is not None:
+                        out.add(f"{REF_PREFIX}{path}|{key}")
+
+
+def search_rows(resource: dict[str, Any]) -> SearchRows:
+    params = search_table().params(resource.get("resourceType", ""))
+    keys: set[str] = set()
+    for param, paths in params.tokens.items():
+        for path in paths:
+            for value in values_at(resource, path):
+                keys.update(token_keys(param, value))
+    _references(resource, keys)
+    dates: set[tuple[str, str, str]] = set()
+    for param, leaves in params.dates.items():
+        for path, leaf in leaves:
+            for value in values_at(resource, path):
+                span = period_range(value) if leaf == "Period" and isinstance(value, dict) else None
+                if leaf != "Period" and isinstance(value, str):
+                    span = date_range(value)
+                if span is not None:
+                    dates.add((param, span[0], span[1]))
+    return sorted(keys), sorted(dates)
