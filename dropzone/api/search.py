@@ -31,6 +31,7 @@ from dropzone.search.query import (
     encode_cursor,
     parse_search,
 )
+from dropzone.search.references import reference_report
 
 router = APIRouter(tags=["fhir search"])
 _BUNDLE = {"content": {"application/fhir+json": {"schema": {"$ref": "#/components/schemas/Resource"}}}}
@@ -97,6 +98,14 @@ async def _everything(request: Request, tenant: str, pid: str, base: str) -> JSO
 
 
 _DOC = {"responses": {200: _BUNDLE, **ERROR_RESPONSES}}
+
+
+@router.get("/api/tenants/{tenant}/references", summary="Reference integrity of a tenant")
+async def tenant_references(request: Request, tenant: ReadTenant) -> JSONResponse:
+    """References that do not point at a stored resource, grouped by source type, path, target
+    type and reason, with counts and example source ids (never reference text or values)."""
+    store = get_context(request).store.resources
+    return JSONResponse(await run_in_threadpool(reference_report, store, tenant))
 
 
 @router.get(

@@ -8,6 +8,7 @@ from dropzone.cli.api import api_command, tenant_group
 from dropzone.cli.context import Context
 from dropzone.cli.ingest import demo, ingest, run
 from dropzone.cli.options import LOG_FORMATS, LOG_LEVELS, global_options
+from dropzone.cli.references import references_command
 from dropzone.cli.sftp import sftp_config
 from dropzone.cli.store import export_command, replay, status
 from processors.csv_claims.cli import check_mappings
@@ -38,6 +39,7 @@ for command in (
     ingest,
     status,
     export_command,
+    references_command,
     replay,
     demo,
     api_command,

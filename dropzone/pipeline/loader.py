@@ -7,6 +7,9 @@ Per batch, in two trips to the process pool with the store lookup in between:
 2. resources whose canonical hash is already stored skip validation (a re-ingest costs little
    more than parsing); the rest are validated in a worker.
 
+Before a batch is stored, conditional references that match exactly one stored resource are
+rewritten to ``Type/id`` (``dropzone.search.references``).
+
 Several batches are in each stage at once, so the workers parse and validate while this process
 stores; batches are stored strictly in file order, so when one id appears twice the later copy
 wins, as it would one record at a time.
@@ -25,6 +28,7 @@ from dropzone.pipeline.digest import TOO_DEEP, RawOutcome, TooDeep, digest_raws,
 from dropzone.pipeline.lease import Heartbeat
 from dropzone.pipeline.report import RejectLog
 from dropzone.pipeline.validate import Failures, Validator
+from dropzone.search.references import ConditionalResolver
 from dropzone.store.base import Existing, ResourceStore, ResourceWrite
 from processors.base import Issue, RawParsed, Record
 
@@ -102,6 +106,7 @@ class Loader:
         self.in_flight = max(1, in_flight)
         self.progress = progress
         self.raw_parser = raw_parser
+        self.references = ConditionalResolver(resources, tenant)
 
     def run(
         self,
@@ -280,12 +285,14 @@ class Loader:
                 return
             outcome = self.resources.upsert(
                 self.tenant,
-                [w for _, row in queued for w in row],
+                [self.references.apply(w) for _, row in queued for w in row],
                 file_sha256,
                 known,
                 durable=False,  # the file's closing ledger write makes it durable
             )
             changed.update(outcome.written)
+            if outcome.loaded:
+                self.references.forget()  # what was just stored may be a target
             for _record, row in queued:
                 if any((w.type, w.id) in outcome.written for w in row):
                     counts.loaded += 1

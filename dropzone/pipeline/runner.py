@@ -45,6 +45,7 @@ from dropzone.pipeline.report import RejectLog, build_report
 from dropzone.pipeline.sniff import sniff
 from dropzone.pipeline.streams import open_payload, sha256_file
 from dropzone.pipeline.validate import Validator
+from dropzone.search.references import resolve_pending
 from dropzone.sources.base import ARCHIVED, QUARANTINE, Source, fit_name, with_suffix_number
 from dropzone.store.base import Claim, ClaimState, Store, utc_now_iso
 from processors.base import Issue, Processor, ProcessorContext
@@ -375,6 +376,8 @@ class Pipeline:
                 processor = processor_cls(context)
                 load = self._load(processor, tenant, sha, rejects, heartbeat, file)
                 counts = load.counts
+                if counts.loaded:
+                    self._resolve_pending(tenant.name, file)
             except FileRejected as err:
                 error = Issue(err.code, err.message)
             except (LeaseLost, TransientError):
@@ -399,6 +402,15 @@ class Pipeline:
         return self._finish(
             file, claim, sha, tenant, outcome, counts, error, rejects, processor, record, started
         )
+
+    def _resolve_pending(self, tenant: str, file: IncomingFile) -> None:
+        """Conditional references stored earlier whose target this file may have brought.
+        Outside the file's counts, and never its outcome: a failure here is logged, and the
+        next file tries again."""
+        try:
+            resolve_pending(self.store.resources, tenant)
+        except Exception as err:
+            event(_log, "references.resolve_failed", logging.WARNING, key=file.key, error=type(err).__name__)
 
     def _atomic(self, processor: Processor, tenant: TenantSettings | None) -> bool:
         try:

@@ -23,6 +23,9 @@ from dropzone.validation.r4 import MODEL_PATH
 
 SearchRows = tuple[list[str], list[tuple[str, str, str]]]
 REF_PREFIX = ">"
+# Marks a resource holding a conditional reference (``Type?identifier=...``) not yet rewritten
+# (dropzone.search.references): one key finds them all.
+CONDITIONAL_KEY = "~conditional"
 
 
 def values_at(node: Any, path: str) -> list[Any]:
@@ -122,6 +125,8 @@ def search_rows(resource: dict[str, Any]) -> SearchRows:
             for value in values_at(resource, path):
                 keys.update(token_keys(param, value))
     _references(resource, keys)
+    if any(k.startswith(REF_PREFIX) and "?" in k.partition("|")[2] for k in keys):
+        keys.add(CONDITIONAL_KEY)
     dates: set[tuple[str, str, str]] = set()
     for param, leaves in params.dates.items():
         for path, leaf in leaves:
