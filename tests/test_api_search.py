@@ -211,3 +211,33 @@ def test_another_tenants_data_is_404_not_403(api: Harness) -> None:
     assert unknown.status_code == 404 and unknown.json() == r.json()
     own = api.client.get("/api/fhir/Patient", headers=api.auth("beta")).json()
     assert own["total"] == 0 and own.get("entry", []) == []
+
+
+def test_metadata_lists_exactly_what_search_accepts_and_is_valid_r4(api: Harness) -> None:
+    from dropzone.validation import validate_resource
+
+    r = api.client.get("/api/fhir/metadata")  # no token: clients read it before they authenticate
+    assert r.status_code == 200
+    cap = r.json()
+    assert cap["resourceType"] == "CapabilityStatement" and cap["fhirVersion"] == "4.0.1"
+    assert validate_resource(cap) == []
+    assert api.client.get("/api/tenants/nosuch/fhir/metadata").json()["rest"] == cap["rest"]
+    resources = {r["type"]: r for r in cap["rest"][0]["resource"]}
+    assert {
+        "name": "everything",
+        "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+    } in resources["Patient"]["operation"]
+    observation = {p["name"]: p["type"] for p in resources["Observation"]["searchParam"]}
+    assert {
+        "code": "token",
+        "patient": "reference",
+        "date": "date",
+        "_lastUpdated": "date",
+    }.items() <= observation.items()
+    samples = {"token": "x", "reference": "x", "date": "ge2020"}
+    for name, kind in observation.items():
+        value = "x" if name == "_id" else samples[kind]
+        answer = api.client.get(f"/api/fhir/Observation?{name}={value}", headers=api.auth("acme"))
+        assert answer.status_code == 200, (name, answer.text)
+    token = cap["rest"][0]["security"]["extension"][0]["extension"][0]["valueUri"]
+    assert token.endswith("/api/authenticate")

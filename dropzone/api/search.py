@@ -125,7 +125,7 @@ async def own_everything(request: Request, tenant: Tenant, pid: ResourceId) -> J
 async def tenant_search(request: Request, tenant: ReadTenant, rtype: ResourceType) -> JSONResponse:
     """`_id`, `_lastUpdated`, `identifier`, `code`, `status`, the type's date and reference
     parameters, `_count` (default 50, max 1000), `_sort` (`_id`, `_lastUpdated`); see
-    `/api/metadata` for each type's list."""
+    `/api/fhir/metadata` for each type's list."""
     return await _search(request, tenant, rtype, _base(request, tenant))
 
 
