@@ -99,9 +99,9 @@ class _Events(FileSystemEventHandler):
 
 
 class FolderSource(Source):
-    def __init__(self, root: str | os.PathLike[str], polling: bool | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str], polling: bool = False) -> None:
         self.root = Path(root).resolve()
-        self._polling = os.environ.get("DROPZONE_FOLDER_POLLING") == "1" if polling is None else polling
+        self._polling = polling  # the ``folder_polling`` setting (sources.open_source)
         self._observer: Observer | PollingObserver | None = None
         self._events = _Events(self.root)
         self._skipped: set[str] = set()
