@@ -1,7 +1,14 @@
-"""FHIR Bundles: transaction (all or nothing), batch (per entry), collection and searchset.
+"""FHIR Bundles: transaction (all or nothing), batch (per entry), collection and searchset
+(entries stored one by one), document and message (stored whole, as one Bundle: see
+``fhir_bundle_unit``). Response Bundles (batch-response, transaction-response, history) are a
+server's answer, not data, and are refused.
 
 Entries are streamed with ijson, so a Bundle larger than memory is fine; a transaction is read
 more than once (ids first, then entries), never held whole.
+
+A searchset's ``search.mode: outcome`` entries are the searching server's OperationOutcome about
+the search (R4 value set search-entry-mode), not data: they are skipped, not records, and counted in the
+report's details; a searchset holding nothing else is refused (``search_outcome_only``).
 
 Transaction rules (FHIR R4 3.1.0.11.2 "transaction processing rules"):
 * ``urn:uuid:`` fullUrls of POSTed entries get deterministic ids (uuid5 of tenant + fullUrl)
@@ -26,7 +33,8 @@ import ijson
 
 from dropzone.errors import FileRejected
 from processors import fhir_json
-from processors.base import Issue, Processor, Record, Sniffed
+from processors.base import Issue, Processor, ProcessorContext, Record, Sniffed
+from processors.fhir_bundle_unit import UNIT_TYPES, unit_record
 from processors.fhir_common import (
     FHIR_ID,
     RESOURCE_TYPE,
@@ -43,7 +51,9 @@ if TYPE_CHECKING:
     from dropzone.config import TenantSettings
 
 STORED_TYPES = ("collection", "searchset")
-SUPPORTED_TYPES = ("transaction", "batch", *STORED_TYPES)
+SUPPORTED_TYPES = ("transaction", "batch", *STORED_TYPES, *UNIT_TYPES)
+# A server's answers: loading them would replay another server's results, versions and deletes.
+RESPONSE_TYPES = ("batch-response", "transaction-response", "history")
 
 
 class _EntryPlan:
@@ -66,6 +76,12 @@ class FhirBundleProcessor(Processor):
     name = "fhir-bundle"
     rejects_extension = "json"
 
+    def __init__(self, context: ProcessorContext) -> None:
+        super().__init__(context)
+        self._repeated: dict[int, list[str]] = {}
+        self._entry_count = 0
+        self._outcome_entries = 0  # searchset entries skipped as not data (report details)
+
     @classmethod
     def accepts(cls, sniffed: Sniffed, tenant: TenantSettings) -> bool:
         return sniffed.kind == "json-bundle"
@@ -78,10 +94,12 @@ class FhirBundleProcessor(Processor):
                 "missing_bundle_type", "Bundle.type is missing; it must say how to process the entries"
             )
         if btype not in SUPPORTED_TYPES:
-            raise FileRejected(
-                "unsupported_bundle_type",
-                f"Bundle.type '{btype}' is not accepted (use one of {', '.join(SUPPORTED_TYPES)})",
-            )
+            accepted = ", ".join(SUPPORTED_TYPES)
+            if btype in RESPONSE_TYPES:
+                why = f"Bundle.type '{btype}' is a server's response, not data to load"
+            else:
+                why = "Bundle.type is not one this service loads"  # the text is not echoed
+            raise FileRejected("unsupported_bundle_type", f"{why} (send one of {accepted})")
         return btype
 
     def atomic(self) -> bool:
@@ -90,7 +108,7 @@ class FhirBundleProcessor(Processor):
     def _entries(self) -> Iterator[tuple[int, Any]]:
         """Entries in file order, numbers by ``fhir_json``'s rule (ijson's ``use_float=False``
         hands over exact Decimals); keys an entry repeats are kept in ``self._repeated``."""
-        self._repeated: dict[int, list[str]] = {}
+        self._repeated = {}
         with self.context.open_payload() as stream:
             items = ijson.items(stream, "entry.item", use_float=False, map_type=KeyTrackingDict)
             try:
@@ -107,10 +125,21 @@ class FhirBundleProcessor(Processor):
     def records(self) -> Iterator[Record]:
         btype = self.bundle_type
         tenant = self.context.tenant.name
+        if btype in UNIT_TYPES:
+            yield unit_record(self.context)
+            return
         if btype in STORED_TYPES:
-            mapping = self._collection_ids()
+            mapping, outcomes = self._collection_ids()
+            self._outcome_entries = len(outcomes)
+            if outcomes and len(outcomes) == self._entry_count:
+                raise FileRejected(
+                    "search_outcome_only",
+                    "the searchset holds only search.mode 'outcome' entries (the server's "
+                    "OperationOutcome about a search), no data",
+                )
             for index, entry in self._entries():
-                yield self._stored_entry(index, entry, mapping)
+                if index not in outcomes:
+                    yield self._stored_entry(index, entry, mapping)
             return
         plans, mapping = self._plan(tenant)
         # DELETEs first (FHIR transaction order), then writes, in file order within each.
@@ -123,10 +152,22 @@ class FhirBundleProcessor(Processor):
 
     # -- collection / searchset ----------------------------------------------------------------
 
-    def _collection_ids(self) -> dict[str, str]:
-        """Entries without an id but with a ``urn:uuid`` fullUrl get a deterministic id."""
+    def report_details(self) -> dict[str, Any]:
+        skipped = self._outcome_entries
+        return {"search_outcome_entries": skipped} if skipped else {}
+
+    def _collection_ids(self) -> tuple[dict[str, str], set[int]]:
+        """Entries without an id but with a ``urn:uuid`` fullUrl get a deterministic id; also
+        the indexes of a searchset's ``search.mode: outcome`` entries, which are not data."""
         mapping: dict[str, str] = {}
+        outcomes: set[int] = set()
+        searchset = self.bundle_type == "searchset"
+        self._entry_count = 0
         for index, entry in self._entries():
+            self._entry_count += 1
+            if searchset and _search_mode(entry) == "outcome":
+                outcomes.add(index)
+                continue
             resource = entry.get("resource") if isinstance(entry, dict) else None
             full_url = entry.get("fullUrl") if isinstance(entry, dict) else None
             if not isinstance(resource, dict) or not isinstance(full_url, str):
@@ -138,8 +179,7 @@ class FhirBundleProcessor(Processor):
                 rid = deterministic_id(self.context.tenant.name, full_url)
             if isinstance(rid, str):
                 mapping[full_url] = f"{rtype}/{rid}"
-            del index
-        return mapping
+        return mapping, outcomes
 
     def _stored_entry(self, index: int, entry: Any, mapping: dict[str, str]) -> Record:
         location = f"entry {index}"
@@ -381,8 +421,13 @@ class FhirBundleProcessor(Processor):
 
     def write_rejects(self, indexes: set[int], out: BinaryIO) -> None:
         """A Bundle of the same type holding only the rejected entries, as sent (numbers with
-        the sender's digits)."""
+        the sender's digits); a document or message is one record: the file itself."""
         btype = self.context.sniffed.details.get("type") or "collection"
+        if btype in UNIT_TYPES:
+            with self.context.open_payload() as stream:
+                while chunk := stream.read(1 << 20):
+                    out.write(chunk)
+            return
         out.write(b'{"resourceType":"Bundle","type":' + fhir_json.dumps(btype) + b',"entry":[')
         first = True
         for index, entry in self._entries():
@@ -390,3 +435,8 @@ class FhirBundleProcessor(Processor):
                 out.write((b"" if first else b",") + fhir_json.dumps(entry))
                 first = False
         out.write(b"]}\n")
+
+
+def _search_mode(entry: Any) -> Any:
+    search = entry.get("search") if isinstance(entry, dict) else None
+    return search.get("mode") if isinstance(search, dict) else None

@@ -76,8 +76,8 @@ PATIENT_LINES = (BULK / "Patient.000.ndjson").read_bytes().splitlines()
             "too_deep",
         ),
         (
-            "document.json",
-            b'{"resourceType": "Bundle", "type": "document", "entry": []}',
+            "batch-response.json",  # a server's answer (documents load: test_fhir_document_bundles)
+            b'{"resourceType": "Bundle", "type": "batch-response", "entry": []}',
             "unsupported_bundle_type",
         ),
         ("prose.txt", b"Dear team\nplease find attached the files\n", "unknown_format"),
