@@ -172,3 +172,20 @@ def test_references_cli_prints_the_report(zone: Path, tmp_path: Path) -> None:
         check=True,
     )
     assert b"Encounter.location.location" in table.stdout and b"2 unresolved" in table.stdout
+
+
+def test_past_the_identifier_limit_the_pending_pass_reads_every_waiting_resource(
+    make_pipeline: PipelineFactory, zone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dropzone.pipeline.loader as loader
+
+    monkeypatch.setattr(loader, "MAX_STORED_IDENTIFIERS", 0)
+    store = SqliteStore(tmp_path / "db.sqlite")
+    pipeline = make_pipeline(store)
+    drop(zone, "acme", _ndjson(tmp_path / "enc.ndjson", _encounter("e-1", "L-1")))
+    pipeline.drain()
+    drop(zone, "acme", _ndjson(tmp_path / "loc.ndjson", _location("loc-1", "L-1")))
+    pipeline.drain()
+    stored = store.resources.get("acme", "Encounter", "e-1")
+    assert stored is not None and stored["location"][0]["location"]["reference"] == "Location/loc-1"
+    store.close()

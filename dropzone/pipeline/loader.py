@@ -69,10 +69,17 @@ class StageTimes:
         return {k: round(getattr(self, k), 3) for k in ("parse", "hash", "validate", "store")}
 
 
+# Identifiers of stored resources remembered per file for the pending-reference pass; past this
+# many the pass reads every resource still waiting instead (dropzone.search.references).
+MAX_STORED_IDENTIFIERS = 50_000
+
+
 @dataclass(slots=True)
 class LoadResult:
     counts: Counts = field(default_factory=Counts)
     times: StageTimes = field(default_factory=StageTimes)
+    # (type, system, value) of the identifiers of what was stored; None: too many to keep.
+    stored_identifiers: set[tuple[str, str, str]] | None = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -86,6 +93,19 @@ class _Batch:
     # The store's answer for every resource of the batch, as of the lookup; entries are dropped
     # when an earlier batch writes them, so upsert asks again only for those.
     known: Known | None = None
+
+
+def _remember_identifiers(
+    result: LoadResult, writes: list[ResourceWrite], written: set[tuple[str, str]]
+) -> None:
+    kept = result.stored_identifiers
+    if kept is None:
+        return
+    for w in writes:
+        if (w.type, w.id) in written:
+            kept.update((w.type, system, value) for value, system in w.identifier_rows())
+    if len(kept) > MAX_STORED_IDENTIFIERS:
+        result.stored_identifiers = None
 
 
 class Loader:
@@ -259,7 +279,7 @@ class Loader:
             counts.unchanged += len(good)  # first pass of an all-or-nothing file: nothing stored yet
         else:
             started = time.perf_counter()
-            written = self._store(good, counts, file_sha256, batch.known)
+            written = self._store(good, counts, file_sha256, batch.known, result)
             for other in later:
                 if other.known:
                     for key in written:
@@ -274,6 +294,7 @@ class Loader:
         counts: Counts,
         file_sha256: str,
         known: Known | None,
+        result: LoadResult,
     ) -> set[tuple[str, str]]:
         """Write in record order; a DELETE flushes the writes queued before it. Returns the
         (type, id) of what may have changed."""
@@ -283,16 +304,19 @@ class Loader:
         def flush() -> None:
             if not queued:
                 return
+            writes = [self.references.apply(w) for _, row in queued for w in row]
             outcome = self.resources.upsert(
                 self.tenant,
-                [self.references.apply(w) for _, row in queued for w in row],
+                writes,
                 file_sha256,
                 known,
                 durable=False,  # the file's closing ledger write makes it durable
             )
             changed.update(outcome.written)
             if outcome.loaded:
-                self.references.forget()  # what was just stored may be a target
+                # What was just stored may be a target of a conditional reference.
+                self.references.forget({w.type for w in writes if w.identifier_rows()})
+                _remember_identifiers(result, writes, outcome.written)
             for _record, row in queued:
                 if any((w.type, w.id) in outcome.written for w in row):
                     counts.loaded += 1

@@ -377,7 +377,7 @@ class Pipeline:
                 load = self._load(processor, tenant, sha, rejects, heartbeat, file)
                 counts = load.counts
                 if counts.loaded:
-                    self._resolve_pending(tenant.name, file)
+                    self._resolve_pending(tenant.name, file, load.stored_identifiers)
             except FileRejected as err:
                 error = Issue(err.code, err.message)
             except (LeaseLost, TransientError):
@@ -403,12 +403,14 @@ class Pipeline:
             file, claim, sha, tenant, outcome, counts, error, rejects, processor, record, started
         )
 
-    def _resolve_pending(self, tenant: str, file: IncomingFile) -> None:
-        """Conditional references stored earlier whose target this file may have brought.
-        Outside the file's counts, and never its outcome: a failure here is logged, and the
-        next file tries again."""
+    def _resolve_pending(
+        self, tenant: str, file: IncomingFile, identifiers: set[tuple[str, str, str]] | None
+    ) -> None:
+        """Conditional references stored earlier whose target this file may have brought
+        (resources waiting for one of ``identifiers``). Outside the file's counts, and never
+        its outcome: a failure here is logged, and the next file tries again."""
         try:
-            resolve_pending(self.store.resources, tenant)
+            resolve_pending(self.store.resources, tenant, identifiers)
         except Exception as err:
             event(_log, "references.resolve_failed", logging.WARNING, key=file.key, error=type(err).__name__)
 

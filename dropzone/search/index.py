@@ -1,8 +1,9 @@
 """What a resource contributes to the search index, computed once when it is stored.
 
 * **keys**: exact-match strings. Token parameters (``code``, ``status``) give
-  ``param=system|code``, ``param=*|code`` (any system) and ``param=system|*`` (any code);
-  a code without a system gives ``param=|code`` and ``param=*|code``. Every Reference element
+  ``param=system|code`` and ``param=*|code`` (any system); a code without a system gives
+  ``param=|code`` and ``param=*|code``. (``system|`` alone, any code of a system, is not
+  indexed: one key per coding fewer, for a rare query.) Every Reference element
   of the resource and its backbone elements (``reference_paths``) gives ``>path|reference``
   (``>subject|Patient/1``, ``>performer.actor|Practitioner/2``), which serves reference
   search, the Patient compartment and the reference-integrity view with one index.
@@ -13,19 +14,57 @@ Identifiers are indexed by the stores' identifier table (``identifier_rows``).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from functools import cache, lru_cache
 from typing import Any
+from urllib.parse import unquote
 
 from dropzone.search.dates import date_range, period_range
-from dropzone.search.table import search_table
+from dropzone.search.table import TABLE_PATH, search_table
 from dropzone.validation.r4 import MODEL_PATH
 
 SearchRows = tuple[list[str], list[tuple[str, str, str]]]
 REF_PREFIX = ">"
 # Marks a resource holding a conditional reference (``Type?identifier=...``) not yet rewritten
-# (dropzone.search.references): one key finds them all.
+# (dropzone.search.references): one key finds them all, and ``~c|Type|system|value`` (system
+# ``*`` when the reference names none) finds those a newly stored identifier may resolve.
 CONDITIONAL_KEY = "~conditional"
+_CONDITIONAL = re.compile(r"^(?P<type>[A-Z][A-Za-z]{1,63})\?identifier=(?P<token>[^&]+)$")
+
+
+def parse_conditional(reference: str) -> tuple[str, str | None, str] | None:
+    """(type, system or None, value) of ``Type?identifier=[system|]value``, else None."""
+    match = _CONDITIONAL.match(reference)
+    if match is None:
+        return None
+    token = unquote(match["token"])
+    system, sep, value = token.partition("|")
+    if not sep:
+        return match["type"], None, token
+    return (match["type"], system, value) if value else None
+
+
+WAITING_PREFIX = "~c|"
+
+
+def waiting_key(rtype: str, system: str | None, value: str) -> str:
+    """The key of resources waiting for a ``rtype`` with this identifier."""
+    return f"{WAITING_PREFIX}{rtype}|{'*' if system is None else system}|{value}"
+
+
+# Bump when ``search_rows`` changes what it computes; with the two data files it names the index
+# a store holds (SQLite re-indexes a database written another way).
+INDEX_CODE_VERSION = "1"
+
+
+@lru_cache(maxsize=1)
+def index_signature() -> str:
+    digest = hashlib.sha256(INDEX_CODE_VERSION.encode())
+    for path in (TABLE_PATH, MODEL_PATH):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def values_at(node: Any, path: str) -> list[Any]:
@@ -64,8 +103,6 @@ def token_keys(param: str, value: Any) -> list[str]:
     keys: list[str] = []
     for system, code in codings:
         keys += [f"{param}={system}|{code}", f"{param}=*|{code}"]
-        if system:
-            keys.append(f"{param}={system}|*")
     return keys
 
 
@@ -125,7 +162,14 @@ def search_rows(resource: dict[str, Any]) -> SearchRows:
             for value in values_at(resource, path):
                 keys.update(token_keys(param, value))
     _references(resource, keys)
-    if any(k.startswith(REF_PREFIX) and "?" in k.partition("|")[2] for k in keys):
+    waiting = set()
+    for key in keys:
+        if key.startswith(REF_PREFIX) and "?" in key:
+            parsed = parse_conditional(key.partition("|")[2])
+            if parsed is not None:
+                waiting.add(waiting_key(*parsed))
+    if waiting:
+        keys |= waiting
         keys.add(CONDITIONAL_KEY)
     dates: set[tuple[str, str, str]] = set()
     for param, leaves in params.dates.items():

@@ -152,9 +152,7 @@ def _token(param: str, value: str) -> str:
         return f"{param}=*|{value}"
     system, code = value.split("|", 1)
     if not code:
-        if not system:
-            raise SearchError(f"{param}: give a code, system|code, |code or system|", param)
-        return f"{param}={system}|*"
+        raise SearchError(f"{param}: give code, system|code or |code (not system| alone)", param)
     return f"{param}={system}|{code}"
 
 

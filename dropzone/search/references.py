@@ -22,29 +22,23 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
 
 from dropzone.log import event
-from dropzone.search.index import CONDITIONAL_KEY, REF_PREFIX, reference_paths, values_at
+from dropzone.search.index import (
+    CONDITIONAL_KEY,
+    REF_PREFIX,
+    WAITING_PREFIX,
+    parse_conditional,
+    reference_paths,
+    values_at,
+    waiting_key,
+)
 from dropzone.store.base import ResourceStore, ResourceWrite
 
 _log = logging.getLogger("dropzone.references")
 ORIGINAL_REFERENCE_URL = "urn:dropzone:fhir:original-reference"
-_CONDITIONAL = re.compile(r"^(?P<type>[A-Z][A-Za-z]{1,63})\?identifier=(?P<token>[^&]+)$")
 _RELATIVE = re.compile(r"^(?P<type>[A-Z][A-Za-z]{1,63})/(?P<id>[A-Za-z0-9\-.]{1,64})$")
 EXAMPLES = 5
-
-
-def parse_conditional(reference: str) -> tuple[str, str | None, str] | None:
-    """(type, system or None, value) of ``Type?identifier=[system|]value``, else None."""
-    match = _CONDITIONAL.match(reference)
-    if match is None:
-        return None
-    token = unquote(match["token"])
-    system, sep, value = token.partition("|")
-    if not sep:
-        return match["type"], None, token
-    return (match["type"], system, value) if value else None
 
 
 class ConditionalResolver:
@@ -55,34 +49,54 @@ class ConditionalResolver:
         self._store = store
         self._tenant = tenant
         self._answers: dict[str, str | None] = {}
+        self._matches: dict[tuple[str, str | None, str], str | None] = {}
 
     def target(self, reference: str) -> str | None:
+        """``Type/id`` of the one stored resource the conditional reference names, else None."""
         if reference not in self._answers:
             parsed = parse_conditional(reference)
-            answer = None
-            if parsed is not None:
-                rtype, system, value = parsed
-                ids = self._store.find_by_identifier(self._tenant, rtype, system, value)
-                answer = f"{rtype}/{ids[0]}" if len(ids) == 1 else None
-            self._answers[reference] = answer
+            self._answers[reference] = self._match(*parsed) if parsed is not None else None
         return self._answers[reference]
 
-    def forget(self) -> None:
-        """After writes that may add targets."""
-        self._answers.clear()
+    def _waiting_resolves(self, key: str) -> bool:
+        rtype, system, value = key[len(WAITING_PREFIX) :].split("|", 2)
+        return self.unique(rtype, None if system == "*" else system, value)
+
+    def unique(self, rtype: str, system: str | None, value: str) -> bool:
+        """Whether exactly one stored ``rtype`` has this identifier."""
+        return self._match(rtype, system, value) is not None
+
+    def _match(self, rtype: str, system: str | None, value: str) -> str | None:
+        key = (rtype, system, value)
+        if key not in self._matches:
+            ids = self._store.find_by_identifier(self._tenant, rtype, system, value)
+            self._matches[key] = f"{rtype}/{ids[0]}" if len(ids) == 1 else None
+        return self._matches[key]
+
+    def forget(self, types: Iterable[str] | None = None) -> None:
+        """After writes of ``types`` (default: any) that may add targets."""
+        if types is None:
+            self._answers.clear()
+            self._matches.clear()
+            return
+        written = set(types)
+        self._matches = {k: v for k, v in self._matches.items() if k[0] not in written}
+        self._answers = {k: v for k, v in self._answers.items() if k.split("?", 1)[0] not in written}
 
     def rewrite(self, resource: dict[str, Any]) -> dict[str, Any] | None:
-        """A copy with every resolvable conditional reference rewritten, or None if none is."""
-        out: dict[str, Any] | None = None
-        for path in reference_paths(resource.get("resourceType", "")):
-            if out is None and not any(_conditional(v) for v in values_at(resource, path)):
-                continue
-            if out is None:
-                out = copy.deepcopy(resource)
+        """A copy with every resolvable conditional reference rewritten, or None if none is
+        (then nothing is copied: most unresolved references stay unresolved file after file)."""
+        paths = [
+            path
+            for path in reference_paths(resource.get("resourceType", ""))
+            if any(_conditional(v) and self.target(v["reference"]) for v in values_at(resource, path))
+        ]
+        if not paths:
+            return None
+        out = copy.deepcopy(resource)
+        for path in paths:
             for value in values_at(out, path):
-                if not _conditional(value):
-                    continue
-                target = self.target(value["reference"])
+                target = self.target(value["reference"]) if _conditional(value) else None
                 if target is not None:
                     original = value["reference"]
                     value["reference"] = target
@@ -90,13 +104,16 @@ class ConditionalResolver:
                         *value.get("extension", []),
                         {"url": ORIGINAL_REFERENCE_URL, "valueString": original},
                     ]
-        if out is None or out == resource:
-            return None
         return out
 
     def apply(self, write: ResourceWrite) -> ResourceWrite:
         """``write`` itself, or a new write of its rewritten resource."""
-        if CONDITIONAL_KEY not in write.search_rows()[0]:
+        keys = write.search_rows()[0]
+        if CONDITIONAL_KEY not in keys:
+            return write
+        # The waiting keys name each conditional reference's type and identifier: when none
+        # resolves, the resource is not even parsed.
+        if not any(self._waiting_resolves(k) for k in keys if k.startswith(WAITING_PREFIX)):
             return write
         rewritten = self.rewrite(write.content())
         if rewritten is None:
@@ -111,16 +128,34 @@ def _conditional(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get("reference"), str) and "?" in value["reference"]
 
 
-def resolve_pending(store: ResourceStore, tenant: str, types: Iterable[str] | None = None) -> int:
+def resolve_pending(
+    store: ResourceStore, tenant: str, identifiers: Iterable[tuple[str, str, str]] | None = None
+) -> int:
     """Rewrite stored resources whose conditional references now resolve (new versions).
-    Returns how many resources changed."""
+    ``identifiers``: (type, system, value) of what was just stored, so that only resources
+    waiting for those are read; None reads every resource still holding one. Returns how many
+    resources changed."""
     resolver = ConditionalResolver(store, tenant)
-    kinds = list(types) if types is not None else store.resource_types()
-    pending: dict[str, list[str]] = defaultdict(list)
-    for rtype, rid, _key in store.keyed(tenant, [CONDITIONAL_KEY], kinds):
-        pending[rtype].append(rid)
+    types = store.resource_types()
+    if identifiers is None:
+        rows = store.keyed(tenant, [CONDITIONAL_KEY], types)
+    else:
+        candidates: dict[str, tuple[str, str | None, str]] = {}
+        for rtype, system, value in identifiers:
+            candidates[waiting_key(rtype, None, value)] = (rtype, None, value)
+            if system:
+                candidates[waiting_key(rtype, system, value)] = (rtype, system, value)
+        # Which of them anything waits for (one indexed query per chunk), then which of those
+        # now name exactly one resource: a waiting resource is read only when it will change.
+        present = store.keys_present(tenant, sorted(candidates), types)
+        resolving = sorted(key for key in present if resolver.unique(*candidates[key]))
+        rows = store.keyed(tenant, resolving, types) if resolving else []
+    pending: dict[str, set[str]] = defaultdict(set)
+    for rtype, rid, _key in rows:
+        pending[rtype].add(rid)
     changed = 0
-    for rtype, ids in pending.items():
+    for rtype, id_set in pending.items():
+        ids = sorted(id_set)
         for start in range(0, len(ids), 500):
             writes = []
             for resource in store.get_many(tenant, rtype, ids[start : start + 500]).values():

@@ -170,6 +170,10 @@ class ResourceStore(ABC):
     def keyed(self, tenant: str, keys: Sequence[str], types: Iterable[str]) -> list[tuple[str, str, str]]:
         """(type, id, key) of the tenant's resources of ``types`` holding any of ``keys``."""
 
+    def keys_present(self, tenant: str, keys: Sequence[str], types: Iterable[str]) -> set[str]:
+        """Which of ``keys`` at least one resource holds (default: from ``keyed``)."""
+        return {key for _, _, key in self.keyed(tenant, keys, types)}
+
     @abstractmethod
     def reference_keys(self, tenant: str) -> Iterator[tuple[str, str, str]]:
         """(type, id, key) of every reference key (``>path|reference``) of the tenant."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import sqlite3
 import threading
@@ -41,7 +42,8 @@ from typing import Any, ParamSpec, TypeVar
 import orjson
 
 from dropzone.errors import ConfigError, StoreUnavailable
-from dropzone.search.index import REF_PREFIX, SearchRows, search_rows
+from dropzone.log import event
+from dropzone.search.index import REF_PREFIX, SearchRows, index_signature, search_rows
 from dropzone.search.query import SearchPage, SearchQuery
 from dropzone.store import sqlite_search
 from dropzone.store.base import (
@@ -99,22 +101,24 @@ CREATE TABLE claims (
 CREATE TABLE uploads (id TEXT PRIMARY KEY, record TEXT NOT NULL);
 """
 # Added by schema version 2. search_keys' key comes first so that one key (a patient's
-# compartment, a code) is one range across types; the owner indexes serve replacement.
+# compartment, a code) is one range across types. No index by owner: a replaced version's rows
+# are found from its body (``_stored_search_rows``), which is exact as long as the index is
+# computed the way it was written: ``dz_meta.search_index`` names that, and a database indexed
+# another way is re-indexed on open (``_check_index``).
 _SEARCH_SCHEMA = """
 CREATE TABLE search_keys (
     tenant TEXT NOT NULL, key TEXT NOT NULL, type TEXT NOT NULL, id TEXT NOT NULL,
     PRIMARY KEY (tenant, key, type, id)
 ) WITHOUT ROWID;
-CREATE INDEX search_keys_owner ON search_keys (tenant, type, id);
 CREATE TABLE search_dates (
     tenant TEXT NOT NULL, type TEXT NOT NULL, param TEXT NOT NULL, low TEXT NOT NULL,
     high TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY (tenant, type, param, low, high, id)
 ) WITHOUT ROWID;
 CREATE INDEX search_dates_high ON search_dates (tenant, type, param, high);
-CREATE INDEX search_dates_owner ON search_dates (tenant, type, id);
 """
 _SCHEMA = _SCHEMA.replace("{search}", _SEARCH_SCHEMA)
 
+_log = logging.getLogger("dropzone.store")
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -195,6 +199,7 @@ class Database:
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute("INSERT INTO dz_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                conn.execute("INSERT INTO dz_meta VALUES ('search_index', ?)", (index_signature(),))
                 return
             if "dz_meta" not in tables:
                 raise ConfigError(
@@ -212,17 +217,30 @@ class Database:
                     f"{SCHEMA_VERSION}. Nothing was changed: use the dropzone release that wrote it, "
                     "or point store.path at a new file"
                 )
+            _check_index(conn)
 
 
 def _upgrade_to_2(conn: sqlite3.Connection) -> None:
-    """Add the search index and fill it from every stored resource (inside the caller's
-    transaction: a crash leaves a version 1 database, upgraded again next time)."""
+    """Add the search index tables (filled by ``_check_index``, in the caller's transaction: a
+    crash leaves a version 1 database, upgraded again next time)."""
     for statement in _SEARCH_SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
     conn.execute("DROP INDEX resources_updated")
     conn.execute("CREATE INDEX resources_updated ON resources (tenant, type, last_ingested, id)")
+    conn.execute("UPDATE dz_meta SET value = '2' WHERE key = 'schema_version'")
+
+
+def _check_index(conn: sqlite3.Connection) -> None:
+    """Re-index every resource when the index was computed another way (or never): in the
+    caller's transaction, so a crash leaves the old index and the old signature."""
+    row = conn.execute("SELECT value FROM dz_meta WHERE key = 'search_index'").fetchone()
+    if row is not None and row[0] == index_signature():
+        return
+    conn.execute("DELETE FROM search_keys")
+    conn.execute("DELETE FROM search_dates")
     cursor = conn.execute("SELECT tenant, type, id, body FROM resources")
+    indexed = 0
     while rows := cursor.fetchmany(1000):
         keys, dates = [], []
         for tenant, rtype, rid, body in rows:
@@ -231,7 +249,35 @@ def _upgrade_to_2(conn: sqlite3.Connection) -> None:
             dates += [(tenant, rtype, param, low, high, rid) for param, low, high in found_dates]
         conn.executemany("INSERT OR IGNORE INTO search_keys VALUES (?, ?, ?, ?)", keys)
         conn.executemany("INSERT OR IGNORE INTO search_dates VALUES (?, ?, ?, ?, ?, ?)", dates)
-    conn.execute("UPDATE dz_meta SET value = '2' WHERE key = 'schema_version'")
+        indexed += len(rows)
+    conn.execute("INSERT OR REPLACE INTO dz_meta VALUES ('search_index', ?)", (index_signature(),))
+    event(_log, "store.search_reindexed", resources=indexed)
+
+
+def _stored_search_rows(
+    conn: sqlite3.Connection, identities: Sequence[tuple[str, str, str]]
+) -> list[tuple[str, str, str, SearchRows]]:
+    """(tenant, type, id, search rows) of the stored versions of ``identities``."""
+    found = []
+    for tenant, rtype, rid in identities:
+        row = conn.execute(
+            "SELECT body FROM resources WHERE tenant = ? AND type = ? AND id = ?", (tenant, rtype, rid)
+        ).fetchone()
+        if row is not None:
+            found.append((tenant, rtype, rid, search_rows(fhir_json.loads(row[0]))))
+    return found
+
+
+def _delete_search_rows(conn: sqlite3.Connection, rows: list[tuple[str, str, str, SearchRows]]) -> None:
+    conn.executemany(
+        "DELETE FROM search_keys WHERE tenant = ? AND key = ? AND type = ? AND id = ?",
+        [(tenant, key, rtype, rid) for tenant, rtype, rid, (keys, _) in rows for key in keys],
+    )
+    conn.executemany(
+        "DELETE FROM search_dates WHERE tenant = ? AND type = ? AND param = ? AND low = ? AND high = ? "
+        "AND id = ?",
+        [(tenant, rtype, p, lo, hi, rid) for tenant, rtype, rid, (_, dates) in rows for p, lo, hi in dates],
+    )
 
 
 def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
@@ -250,6 +296,9 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous = FULL")
         # 40 MB of WAL between checkpoints (default 4 MB): a bulk load checkpoints 10x less often.
         conn.execute("PRAGMA wal_autocheckpoint = 10000")
+        # 16 MB of page cache (default 2 MB): the search index's B-trees take random-order keys
+        # (ids, codes), and with the default most inserts miss the cache.
+        conn.execute("PRAGMA cache_size = -16384")
     except sqlite3.DatabaseError as err:
         raise ConfigError(f"{path} is not a usable SQLite database ({err})") from err
     if mode != "wal":
@@ -291,8 +340,6 @@ def _resource(version: int, last_ingested: str, body: str) -> dict[str, Any]:
 _Row = tuple[str, str, str, int, str, str | None, str, str, str, list[tuple[str, str]], SearchRows]
 
 _COLUMNS = "tenant, type, id, version, hash, file_sha256, first_ingested, last_ingested, body"
-# Rows that belong to the current version of one resource, replaced with it.
-_OWNED_TABLES = ("identifiers", "search_keys", "search_dates")
 
 
 def _chunks(items: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
@@ -363,6 +410,9 @@ class SqliteResourceStore(ResourceStore):
             # A first version has no identifier rows to replace (a delete removes them).
             identities = [doc[:3] for doc in docs if doc[3] != 1]
             identifiers = [(doc[0], rtype, value, system, doc[2]) for doc in docs for value, system in doc[9]]
+            # The index rows of the versions being replaced, from their bodies (the index has no
+            # owner index: it would double every insert's cost).
+            old_rows = _stored_search_rows(conn, identities)
             conn.executemany(
                 f"INSERT INTO resources ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (tenant, type, id) DO UPDATE SET version = excluded.version, "
@@ -372,32 +422,33 @@ class SqliteResourceStore(ResourceStore):
                 rows,
             )
             if identities:
-                for table in _OWNED_TABLES:
-                    conn.executemany(
-                        f"DELETE FROM {table} WHERE tenant = ? AND type = ? AND id = ?", identities
-                    )
+                conn.executemany(
+                    "DELETE FROM identifiers WHERE tenant = ? AND type = ? AND id = ?", identities
+                )
+                _delete_search_rows(conn, old_rows)
             conn.executemany("INSERT OR IGNORE INTO identifiers VALUES (?, ?, ?, ?, ?)", identifiers)
+            # In key order: neighbouring keys share B-tree pages, so a batch dirties fewer of them.
             conn.executemany(
                 "INSERT OR IGNORE INTO search_keys VALUES (?, ?, ?, ?)",
-                [(doc[0], key, rtype, doc[2]) for doc in docs for key in doc[10][0]],
+                sorted((doc[0], key, rtype, doc[2]) for doc in docs for key in doc[10][0]),
             )
             conn.executemany(
                 "INSERT OR IGNORE INTO search_dates VALUES (?, ?, ?, ?, ?, ?)",
-                [
+                sorted(
                     (doc[0], rtype, param, low, high, doc[2])
                     for doc in docs
                     for param, low, high in doc[10][1]
-                ],
+                ),
             )
 
     @_translated
     def _delete_document(self, rtype: str, doc_id: str) -> bool:
         tenant, rid = doc_id.split("/", 1)
         with self._db.write() as conn:
-            for table in _OWNED_TABLES:
-                conn.execute(
-                    f"DELETE FROM {table} WHERE tenant = ? AND type = ? AND id = ?", (tenant, rtype, rid)
-                )
+            conn.execute(
+                "DELETE FROM identifiers WHERE tenant = ? AND type = ? AND id = ?", (tenant, rtype, rid)
+            )
+            _delete_search_rows(conn, _stored_search_rows(conn, [(tenant, rtype, rid)]))
             cursor = conn.execute(
                 "DELETE FROM resources WHERE tenant = ? AND type = ? AND id = ?", (tenant, rtype, rid)
             )
@@ -509,6 +560,19 @@ class SqliteResourceStore(ResourceStore):
                 (tenant, *chunk),
             )
             found += [row for row in rows if row[0] in wanted]
+        return found
+
+    @_translated
+    def keys_present(self, tenant: str, keys: Sequence[str], types: Iterable[str]) -> set[str]:
+        # DISTINCT on the primary key's prefix: one row per key, however many hold it.
+        found: set[str] = set()
+        for chunk in _chunks(list(keys)):
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.read(
+                f"SELECT DISTINCT key FROM search_keys WHERE tenant = ? AND key IN ({marks})",
+                (tenant, *chunk),
+            )
+            found.update(row[0] for row in rows)
         return found
 
     def reference_keys(self, tenant: str) -> Iterator[tuple[str, str, str]]:
