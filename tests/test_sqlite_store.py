@@ -250,3 +250,68 @@ def test_export_writes_bulk_ndjson_exactly_as_stored(tmp_path: Path) -> None:
         "yesterday",
     )
     assert wrong.returncode == 2 and "ISO 8601" in wrong.stderr
+
+
+def _observation(rid: str, patient: str) -> dict:
+    return {
+        "resourceType": "Observation",
+        "id": rid,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]},
+        "subject": {"reference": f"Patient/{patient}"},
+        "effectiveDateTime": "2020-03-04T05:06:07Z",
+    }
+
+
+def _search_ids(store: SqliteStore, **params: str) -> list[str]:
+    from dropzone.search.query import parse_search
+
+    page = store.resources.search("acme", parse_search("Observation", list(params.items())))
+    return [r["id"] for r in page.resources]  # type: ignore[misc]
+
+
+def test_a_schema_1_database_is_upgraded_and_indexed_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    store = SqliteStore(path)
+    store.resources.upsert(
+        "acme", [_write(_observation("o-1", "p-1")), _write(_observation("o-2", "p-2"))], None
+    )
+    store.close()
+    # What a version 1 database looks like: no index tables, the old resources_updated index.
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "DROP TABLE search_keys; DROP TABLE search_dates; DROP INDEX resources_updated;"
+        "CREATE INDEX resources_updated ON resources (tenant, type, last_ingested);"
+        "DELETE FROM dz_meta WHERE key = 'search_index';"
+        "UPDATE dz_meta SET value = '1' WHERE key = 'schema_version';"
+    )
+    conn.close()
+    store = SqliteStore(path)
+    assert _search_ids(store, patient="p-2") == ["o-2"]
+    assert _search_ids(store, date="ge2020-03-04") == ["o-1", "o-2"]
+    version = store.database.read("SELECT value FROM dz_meta WHERE key = 'schema_version'")
+    assert version == [("2",)]
+    store.close()
+
+
+def test_an_index_computed_another_way_is_rebuilt_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    store = SqliteStore(path)
+    store.resources.upsert("acme", [_write(_observation("o-1", "p-1"))], None)
+    store.close()
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "DELETE FROM search_keys;"
+        "INSERT INTO search_keys VALUES ('acme', '>subject|Patient/stale', 'Observation', 'o-1');"
+        "UPDATE dz_meta SET value = 'older' WHERE key = 'search_index';"
+    )
+    conn.close()
+    store = SqliteStore(path)
+    assert _search_ids(store, patient="p-1") == ["o-1"]
+    assert _search_ids(store, patient="stale") == []
+    # Replacing a version removes exactly its old rows (found from its body).
+    store.resources.upsert("acme", [_write(_observation("o-1", "p-9"))], None)
+    assert _search_ids(store, patient="p-1") == [] and _search_ids(store, patient="p-9") == ["o-1"]
+    rows = store.database.read("SELECT count(*) FROM search_keys WHERE id = 'o-1'")
+    assert rows == [(5,)]  # code and status (2 keys each), subject; nothing left of p-1
+    store.close()
