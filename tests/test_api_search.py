@@ -241,3 +241,9 @@ def test_metadata_lists_exactly_what_search_accepts_and_is_valid_r4(api: Harness
         assert answer.status_code == 200, (name, answer.text)
     token = cap["rest"][0]["security"]["extension"][0]["extension"][0]["valueUri"]
     assert token.endswith("/api/authenticate")
+
+
+def test_errors_on_both_fhir_bases_are_fhir_json(api: Harness) -> None:
+    for url in ("/api/tenants/acme/fhir/Observation?colour=1", "/api/fhir/Observation?colour=1"):
+        r = api.client.get(url, headers=api.auth("acme"))
+        assert r.status_code == 400 and r.headers["content-type"].startswith("application/fhir+json")

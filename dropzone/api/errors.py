@@ -82,6 +82,14 @@ def _details(code: str) -> dict[str, Any]:
     return {"text": code, "coding": [{"system": CODE_SYSTEM, "code": code}]}
 
 
+def is_fhir_path(path: str) -> bool:
+    """The FHIR bases: ``/api/fhir/...`` and ``/api/tenants/{tenant}/fhir/...``."""
+    if path.startswith("/api/fhir"):
+        return True
+    parts = path.split("/", 5)  # "", "api", "tenants", tenant, "fhir", ...
+    return len(parts) >= 5 and parts[1:3] == ["api", "tenants"] and parts[4] == "fhir"
+
+
 def error_response(
     request: Request,
     status: int,
@@ -91,7 +99,7 @@ def error_response(
     issues: Iterable[Issue] = (),
 ) -> JSONResponse:
     # One body everywhere; the FHIR routes also say it in FHIR's media type.
-    media_type = FHIR_JSON if request.url.path.startswith("/api/fhir") else None
+    media_type = FHIR_JSON if is_fhir_path(request.url.path) else None
     return JSONResponse(
         operation_outcome(status, code, message, issues), status, headers=headers, media_type=media_type
     )
@@ -125,7 +133,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
             400,
             headers={"Cache-Control": "no-store"},
         )
-    if request.url.path.startswith("/api/fhir"):
+    if is_fhir_path(request.url.path):
         return error_response(request, 400, "invalid_request", "the request is not valid", issues=issues)
     return error_response(request, 422, "invalid_request", f"invalid request ({summary})", issues=issues)
 
