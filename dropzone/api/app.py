@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 
 from dropzone import __version__
-from dropzone.api import auth, batch, bulk_export, capability, fhir, search
+from dropzone.api import auth, batch, bulk_export, capability, fhir, search, views
 from dropzone.api.context import ApiContext, get_context
 from dropzone.api.credentials import CredentialRegistry
 from dropzone.api.errors import install_error_handlers
@@ -89,6 +89,7 @@ def create_app(
     app.include_router(auth.router)
     app.include_router(batch.router)
     app.include_router(fhir.router)
+    app.include_router(views.router)
     app.include_router(capability.router)
     app.include_router(bulk_export.router)  # before search: $export is not a {type}
     # Last: /api/tenants/{tenant}/fhir/{type} would otherwise shadow fixed paths such as $export.

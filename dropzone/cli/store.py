@@ -21,6 +21,7 @@ from dropzone.cli.tables import (
     print_tenant_resources,
     zone_path,
 )
+from dropzone.cli.views import check_view_options, export_views_command
 from dropzone.errors import SourceFileGone, UsageError
 from dropzone.export import export_ndjson, normalise_since
 from dropzone.service import Service, open_service, open_store_and_source
@@ -80,9 +81,24 @@ def status(obj: Context, zone: str | None, tenant: str | None, limit: int, as_js
     "out_dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for the <Type>.ndjson files (created if missing).",
+    help="Folder for the <Type>.ndjson files, or <view>.parquet|csv (created if missing).",
 )
 @click.option("--type", "types", multiple=True, metavar="TYPE", help="Only this resourceType (repeatable).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["ndjson", "parquet", "csv"]),
+    default="ndjson",
+    show_default=True,
+    help="ndjson: whole resources; parquet or csv: flat tables from --view definitions.",
+)
+@click.option(
+    "--view",
+    "views",
+    multiple=True,
+    metavar="NAME",
+    help="A view of <config>/views/ for --format parquet|csv (repeatable; 'all': every view).",
+)
 @click.option(
     "--since", metavar="ISO-TIME", help="Only resources stored at or after this time (UTC without a zone)."
 )
@@ -95,13 +111,21 @@ def export_command(
     tenant: str,
     out_dir: Path,
     types: tuple[str, ...],
+    fmt: str,
+    views: tuple[str, ...],
     since: str | None,
     zone: str | None,
     as_json: bool,
 ) -> None:
     """Write a tenant's stored resources as FHIR Bulk Data NDJSON, one <Type>.ndjson per type,
-    exactly as stored (the sender's JSON with meta.versionId/lastUpdated), streaming."""
+    exactly as stored (the sender's JSON with meta.versionId/lastUpdated), streaming; or, with
+    --format parquet|csv --view NAME, flat tables for analysts, one <view>.<format> per view."""
     settings = obj.settings(zone=zone)
+    with handle_errors():
+        check_view_options(fmt, views, types)
+    if fmt != "ndjson":
+        export_views_command(settings, tenant, out_dir, fmt, views, since, as_json)
+        return
     with handle_errors():
         since_stamp = normalise_since(since) if since else None
         with open_store_and_source(settings) as (store, _source):
