@@ -263,7 +263,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     (zone / "incoming" / TENANT).mkdir(parents=True)
     # The store's disk-full case needs the default database path on a small disk from the start.
     store_dir = zone / ".dropzone"
-    store_tmpfs_reason = mount_tmpfs(store_dir, "96m")
+    store_tmpfs_reason = mount_tmpfs(store_dir, "256m")  # the store with its search index and a 40 MB WAL
     prefix: list[str] = []
     unreadable_reason = None
     if os.geteuid() == 0:
