@@ -33,7 +33,7 @@ from dropzone.store.base import Existing, ResourceStore, ResourceWrite
 from processors.base import Issue, RawParsed, Record
 
 # A batch also ends at this much JSON text, so huge resources do not pile up in memory.
-BATCH_BYTES = 8 * 2**20
+BATCH_BYTES = 4 * 2**20
 
 Known = dict[tuple[str, str], Existing | None]
 

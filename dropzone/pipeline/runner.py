@@ -41,6 +41,7 @@ from dropzone.models import Counts, FileResult, IncomingFile, Outcome
 from dropzone.pipeline.gctune import tune_gc
 from dropzone.pipeline.lease import Heartbeat, LeaseLost
 from dropzone.pipeline.loader import Loader, LoadResult
+from dropzone.pipeline.malloc_tune import fix_mmap_threshold
 from dropzone.pipeline.report import RejectLog, build_report
 from dropzone.pipeline.sniff import sniff
 from dropzone.pipeline.streams import open_payload, sha256_file
@@ -102,6 +103,7 @@ class Pipeline:
         self.progress = progress
         self.validator = Validator(settings.pipeline.validation_workers)
         tune_gc()  # process-wide; see gctune for the measurements
+        fix_mmap_threshold()  # likewise; see malloc_tune
         self.last_times: dict[str, float] = {}
         # Per key: (size, mtime) of the content that failed, and how many attempts in a row failed.
         self._failures: dict[str, tuple[tuple[int, float], int]] = {}
