@@ -12,7 +12,8 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from dropzone.api.auth import current_tenant
+from dropzone.api.auth import current_credential
+from dropzone.api.credentials import ClientCredential, Credential
 from dropzone.api.errors import ApiError
 
 
@@ -29,8 +30,12 @@ class Access:
         return self.tenants is None or tenant in self.tenants
 
 
-def current_access(request: Request, tenant: Annotated[str, Depends(current_tenant)]) -> Access:
-    return Access(kind="tenant", name=tenant, tenants=frozenset({tenant}), can_write=True)
+def current_access(request: Request, cred: Annotated[Credential, Depends(current_credential)]) -> Access:
+    """Who the bearer token is (401 without a valid one). A reader's tenants are those of its
+    file now, not when the token was issued: narrowing the list takes effect at once."""
+    if isinstance(cred, ClientCredential):
+        return Access(kind="tenant", name=cred.tenant, tenants=frozenset({cred.tenant}), can_write=True)
+    return Access(kind="reader", name=cred.reader, tenants=cred.tenants, can_write=False)
 
 
 def readable_tenant(

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 
 from dropzone import __version__
-from dropzone.api import auth, batch, bulk_export, capability, fhir, search, views
+from dropzone.api import auth, batch, bulk_export, capability, fhir, search, smart_config, tenant_reads, views
 from dropzone.api.context import ApiContext, get_context
 from dropzone.api.credentials import CredentialRegistry
 from dropzone.api.errors import install_error_handlers
@@ -87,11 +87,14 @@ def create_app(
         body_min_rate=settings.api.body_min_bytes_per_second if body_min_rate is None else body_min_rate,
     )
     app.include_router(auth.router)
+    # Before fhir: /api/fhir/.well-known/smart-configuration is not a {type}/{id}.
+    app.include_router(smart_config.router)
     app.include_router(batch.router)
     app.include_router(fhir.router)
     app.include_router(views.router)
     app.include_router(capability.router)
     app.include_router(bulk_export.router)  # before search: $export is not a {type}
+    app.include_router(tenant_reads.router)  # after bulk_export: $export-status/{job} is no {type}/{id}
     # Last: /api/tenants/{tenant}/fhir/{type} would otherwise shadow fixed paths such as $export.
     app.include_router(search.router)
 

@@ -1,7 +1,9 @@
-"""``POST /api/authenticate`` (OAuth2 client credentials) and the bearer-token dependency.
+"""``POST /api/authenticate`` (OAuth2 client credentials) and the bearer-token dependencies.
 
-The tenant of every other request comes from its token and nothing else: no route takes a
-tenant from the URL, query or body, so a token for tenant A cannot name tenant B's data.
+A token names a tenant or an internal reader (``dropzone reader add``). ``Tenant`` routes take
+the tenant from the token and nothing else, so a token for tenant A cannot name tenant B's data,
+and refuse a reader's token with 403 (a reader never writes). The routes under
+``/api/tenants/{tenant}/`` decide who may read that tenant in ``access.py``.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from fastapi.responses import JSONResponse
 from fastapi.security import OAuth2
 
 from dropzone.api.context import get_context
-from dropzone.api.credentials import ClientCredential
+from dropzone.api.credentials import ClientCredential, Credential, ReaderCredential
 from dropzone.api.errors import ApiError
 from dropzone.api.ratelimit import UNKNOWN_CLIENT, Decision
 from dropzone.api.schemas import OAuthError, TokenResponse
 from dropzone.api.smart import ASSERTION_TYPE, AssertionRefused
-from dropzone.api.tokens import SCOPE, InvalidToken
+from dropzone.api.tokens import TENANT, InvalidToken, scope_for
 from dropzone.config import Settings
 from dropzone.log import event
 
@@ -35,13 +37,17 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 oauth2_scheme = OAuth2(
     flows=OAuthFlows(clientCredentials=OAuthFlowClientCredentials(tokenUrl=TOKEN_PATH, scopes={})),
     scheme_name="client_credentials",
-    description="OAuth2 client credentials per tenant; send the token as `Authorization: Bearer <token>`.",
+    description="OAuth2 client credentials (a tenant's, or an internal reader's for read-only "
+    "access); send the token as `Authorization: Bearer <token>`.",
     auto_error=False,
 )
 
 
-def current_tenant(request: Request, authorization: Annotated[str | None, Depends(oauth2_scheme)]) -> str:
-    """The tenant named by a valid bearer token (401 otherwise)."""
+def current_credential(
+    request: Request, authorization: Annotated[str | None, Depends(oauth2_scheme)]
+) -> Credential:
+    """The tenant's or reader's credential behind a valid bearer token (401 otherwise), checked
+    against the current files on every request so rotate/remove revoke tokens already issued."""
     ctx = get_context(request)
     challenge = {"WWW-Authenticate": 'Bearer realm="dropzone"'}
     if not authorization:
@@ -58,7 +64,11 @@ def current_tenant(request: Request, authorization: Annotated[str | None, Depend
             401, "invalid_token", err.reason, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
         ) from err
     ctx.credentials.refresh()
-    cred = ctx.credentials.for_tenant(claims.tenant)
+    cred: Credential | None = (
+        ctx.credentials.for_tenant(claims.name)
+        if claims.kind == TENANT
+        else ctx.credentials.for_reader(claims.name)
+    )
     if cred is None or cred.client_id != claims.client_id or cred.fingerprint != claims.fingerprint:
         raise ApiError(
             401,
@@ -66,8 +76,22 @@ def current_tenant(request: Request, authorization: Annotated[str | None, Depend
             "the credentials this token was issued for were rotated or removed; request a new token",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
-    request.state.tenant = claims.tenant
-    return claims.tenant
+    if isinstance(cred, ClientCredential):
+        request.state.tenant = cred.tenant  # the request log names the tenant
+    else:
+        request.state.reader = cred.reader
+    return cred
+
+
+def current_tenant(request: Request, cred: Annotated[Credential, Depends(current_credential)]) -> str:
+    """The tenant named by a valid tenant token: 401 without one, 403 for a reader's token."""
+    if not isinstance(cred, ClientCredential):
+        raise ApiError(
+            403,
+            "read_only_token",
+            "a reader's token only reads, under /api/tenants/{tenant}/; this needs a tenant's token",
+        )
+    return cred.tenant
 
 
 Tenant = Annotated[str, Depends(current_tenant)]
@@ -80,6 +104,13 @@ def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
     if status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="dropzone"'
     return JSONResponse({"error": error, "error_description": description}, status, headers=headers)
+
+
+def _who(cred: Credential | None) -> dict[str, str | None]:
+    """Log fields naming a known client's principal (names only, never secrets)."""
+    if isinstance(cred, ReaderCredential):
+        return {"reader": cred.reader}
+    return {"tenant": cred.tenant if cred else None}
 
 
 def _throttled(decision: Decision, scope: str, **fields: str | None) -> JSONResponse:
@@ -131,7 +162,8 @@ def authenticate(
 ) -> JSONResponse:
     """Form fields `grant_type=client_credentials` plus either `client_id` and `client_secret`
     (or HTTP Basic), or a SMART Backend Services `client_assertion` (JWT signed with the
-    tenant's key). Answers a bearer token valid for `expires_in` seconds for one tenant."""
+    tenant's key). Answers a bearer token valid for `expires_in` seconds for one tenant
+    (scope `system/*.write system/*.read`) or one internal reader (scope `system/*.read`)."""
     ctx = get_context(request)
     address = request.client.host if request.client else "unknown"
     by_address = ctx.token_limits.by_address.acquire(address)
@@ -153,7 +185,7 @@ def authenticate(
             "authenticate with exactly one of: client_id + client_secret, HTTP Basic, or a client_assertion",
         )
     ctx.credentials.refresh()
-    cred: ClientCredential | None
+    cred: Credential | None
     if client_assertion is not None:
         if client_assertion_type != ASSERTION_TYPE:
             return _oauth_error(400, "invalid_request", f"client_assertion_type must be {ASSERTION_TYPE}")
@@ -176,10 +208,7 @@ def authenticate(
         by_client = ctx.token_limits.by_client.acquire(client_key)
         if not by_client.allowed:
             return _throttled(
-                by_client,
-                "client_id",
-                client_id=known.client_id if known else None,
-                tenant=known.tenant if known else None,
+                by_client, "client_id", client_id=known.client_id if known else None, **_who(known)
             )
         cred = ctx.credentials.authenticate(given_id, secret)
         if cred is None:
@@ -188,11 +217,11 @@ def authenticate(
                 "api.token_refused",
                 logging.WARNING,
                 method="basic" if basic else "client_secret",
-                tenant=known.tenant if known else None,
+                **_who(known),
             )
             return _oauth_error(401, "invalid_client", "unknown client or wrong secret")
         ctx.token_limits.by_client.refund(client_key)
     token, expires_in = ctx.issuer.issue(cred)
-    event(_log, "api.token_issued", tenant=cred.tenant, expires_in=expires_in)
-    body = TokenResponse(access_token=token, expires_in=expires_in, scope=SCOPE)
+    event(_log, "api.token_issued", expires_in=expires_in, **_who(cred))
+    body = TokenResponse(access_token=token, expires_in=expires_in, scope=scope_for(cred))
     return JSONResponse(body.model_dump(), headers=_NO_STORE)

@@ -1,4 +1,5 @@
-"""``POST /api/batch`` (raw body -> the tenant's incoming/) and ``GET /api/batch/{id}``.
+"""``POST /api/batch`` (raw body -> the tenant's incoming/), ``GET /api/batch/{id}`` and
+``GET /api/batch`` (the tenant's recent files with their outcomes, from the ledger).
 
 An upload is streamed to a local temporary file (1 MiB writes, size-capped, hashed on the way),
 and only a complete upload is handed to ``Source.put``, which makes it appear under
@@ -14,6 +15,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import tempfile
 import uuid
 from pathlib import Path
@@ -29,7 +31,15 @@ from starlette.requests import ClientDisconnect
 from dropzone.api.auth import Tenant
 from dropzone.api.context import ApiContext, get_context
 from dropzone.api.errors import ApiError
-from dropzone.api.schemas import BatchAccepted, BatchStatus, ErrorBody, FileError, RecordCounts
+from dropzone.api.schemas import (
+    BatchAccepted,
+    BatchItem,
+    BatchList,
+    BatchStatus,
+    ErrorBody,
+    FileError,
+    RecordCounts,
+)
 from dropzone.errors import SourceFileGone
 from dropzone.log import event
 from dropzone.sources.base import INCOMING, is_temporary_name
@@ -38,6 +48,7 @@ from dropzone.store.base import utc_now_iso
 _log = logging.getLogger("dropzone.api")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
 ID_PATTERN = r"^[0-9a-f]{32}$"
+_UPLOAD_ID = re.compile(ID_PATTERN)
 _WRITE_BLOCK = 1 << 20
 _REPORT_LIMIT = 32 * 2**20
 _FINAL_STATES = {"archived", "partial", "quarantined", "duplicate"}
@@ -207,20 +218,72 @@ def build_status(ctx: ApiContext, receipt: dict[str, Any]) -> BatchStatus:
             records=RecordCounts(),
             received_at=receipt["received_at"],
         )
+    return BatchStatus(
+        id=receipt["_id"],
+        name=receipt["name"],
+        received_at=receipt["received_at"],
+        **_outcome(record),
+        report=_read_report(ctx, record.get("report")) if record.get("state") in _FINAL_STATES else None,
+    )
+
+
+def _outcome(record: dict[str, Any]) -> dict[str, Any]:
+    """State, counts, error and end of a ledger file record, as BatchStatus fields."""
     state = record.get("state", "processing")
     if state not in _FINAL_STATES:
         state = "processing"
     error = record.get("error")
-    return BatchStatus(
+    return {
+        "state": state,
+        "records": RecordCounts(**(record.get("counts") or {})) if state != "processing" else RecordCounts(),
+        "error": FileError(code=error["code"], message=error["message"]) if isinstance(error, dict) else None,
+        "finished_at": record.get("finished_at"),
+    }
+
+
+@router.get(
+    "/api/batch",
+    response_model=BatchList,
+    responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    summary="Your tenant's recent files (pushed and dropped) with their outcomes, newest first",
+)
+def list_batches(
+    request: Request,
+    tenant: Tenant,
+    limit: Annotated[int, Query(ge=1, le=500, description="how many files (default 50)")] = 50,
+) -> BatchList:
+    """Every file a worker has taken up for your tenant: API uploads (with their status URL) and
+    files dropped by SFTP, S3 or into the folder. An upload not yet taken up by a worker is not
+    listed yet; its status URL answers `received` meanwhile."""
+    ctx = get_context(request)
+    return BatchList(items=[_item(ctx, tenant, r) for r in ctx.store.ledger.files(tenant, limit)])
+
+
+def _item(ctx: ApiContext, tenant: str, record: dict[str, Any]) -> BatchItem:
+    fields = {
+        **_outcome(record),
+        "name": record.get("name") or record.get("key", "").rsplit("/", 1)[-1],
+        "has_report": bool(record.get("report")),
+    }
+    receipt = _receipt_for(ctx, tenant, record.get("key") or "")
+    if receipt is None:
+        return BatchItem(id=record["_id"], via="drop", received_at=record.get("received_at", ""), **fields)
+    return BatchItem(
         id=receipt["_id"],
-        name=receipt["name"],
-        state=state,
-        records=RecordCounts(**(record.get("counts") or {})) if state != "processing" else RecordCounts(),
-        report=_read_report(ctx, record.get("report")) if state in _FINAL_STATES else None,
-        error=FileError(code=error["code"], message=error["message"]) if isinstance(error, dict) else None,
+        via="api",
+        status_url=f"/api/batch/{receipt['_id']}",
         received_at=receipt["received_at"],
-        finished_at=record.get("finished_at"),
+        **{**fields, "name": receipt["name"]},
     )
+
+
+def _receipt_for(ctx: ApiContext, tenant: str, key: str) -> dict[str, Any] | None:
+    """The upload receipt of a file pushed through the API (key incoming/<tenant>/api/<id>/<name>)."""
+    parts = key.split("/")
+    if len(parts) < 5 or parts[:3] != [INCOMING, tenant, "api"] or not _UPLOAD_ID.match(parts[3]):
+        return None
+    receipt = ctx.store.ledger.get_upload(parts[3])
+    return receipt if receipt is not None and receipt.get("tenant") == tenant else None
 
 
 def _read_report(ctx: ApiContext, key: str | None) -> dict[str, Any] | None:

@@ -11,6 +11,9 @@ api:
   # jwks_file: keys/acme.jwks.json        (or jwks: {keys: [...]})
 ```
 
+Internal readers (``<config>/readers/<name>.yaml``, ``reader_credentials``) authenticate the
+same way and live in the same registry, so one client id never names two principals.
+
 Secrets never appear in logs, reprs or error messages; only client ids and tenant names do.
 """
 
@@ -120,6 +123,28 @@ class ClientCredential:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class ReaderCredential:
+    """An internal reader (``<config>/readers/<name>.yaml``, parsed by ``reader_credentials``)."""
+
+    reader: str
+    client_id: str
+    #: The tenants this reader may read; None means every tenant.
+    tenants: frozenset[str] | None
+    secret_hash: str = field(default="", repr=False)
+    #: Covers the client id and secret hash: rotating or removing the reader revokes its tokens.
+    fingerprint: str = ""
+    # Readers authenticate with a secret only: a client assertion naming a reader finds no keys
+    # and is refused like one naming a tenant without keys (smart.AssertionVerifier).
+    jwks: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+
+    def verify(self, secret: str) -> bool:
+        return verify_secret_hash(secret, self.secret_hash)
+
+
+Credential = ClientCredential | ReaderCredential
+
+
 def _fingerprint(*parts: str) -> str:
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
 
@@ -203,11 +228,12 @@ def _load_jwks(api: dict[str, Any], base_dir: Path | None, where: str) -> list[d
 
 
 class CredentialRegistry:
-    """Client id -> credential for every tenant with an ``api:`` mapping.
+    """Client id -> credential for every tenant with an ``api:`` mapping and every reader
+    (``<config>/readers/<name>.yaml``, see ``reader_credentials``).
 
-    When settings came from a config folder, the tenant files are re-read (at most once a
-    second, only if one changed) so ``dropzone tenant add/rotate`` takes effect without a
-    restart; a broken file then keeps the previous credentials and logs an error.
+    When settings came from a config folder, the tenant and reader files are re-read (at most
+    once a second, only if one changed) so ``dropzone tenant|reader add/rotate/remove`` takes
+    effect without a restart; a broken file then keeps the previous credentials and logs an error.
     """
 
     def __init__(self, settings: Settings, env: Mapping[str, str] | None = None) -> None:
@@ -215,45 +241,49 @@ class CredentialRegistry:
         self._config_dir = settings.config_dir
         self._lock = threading.Lock()
         self._checked = 0.0
-        self._signature: tuple[tuple[str, int, int], ...] = self._tenant_files_signature()
-        self._by_id, self._by_tenant = self._build(
-            {name: t.model_extra.get("api") for name, t in settings.tenants.items() if t.model_extra}
+        self._signature: tuple[tuple[str, int, int], ...] = self._files_signature()
+        self._by_id, self._by_tenant, self._by_reader = self._build(
+            {name: t.model_extra.get("api") for name, t in settings.tenants.items() if t.model_extra},
+            _load_readers(self._config_dir),
         )
 
     @staticmethod
     def _index(
-        creds: list[ClientCredential],
-    ) -> tuple[dict[str, ClientCredential], dict[str, ClientCredential]]:
-        by_id: dict[str, ClientCredential] = {}
-        for cred in creds:
+        creds: list[ClientCredential], readers: list[ReaderCredential]
+    ) -> tuple[dict[str, Credential], dict[str, ClientCredential], dict[str, ReaderCredential]]:
+        by_id: dict[str, Credential] = {}
+        for cred in [*creds, *readers]:
             other = by_id.get(cred.client_id)
             if other is not None:
-                raise ConfigError(f"tenants {other.tenant} and {cred.tenant} use the same api.client_id")
+                raise ConfigError(f"{_owner(other)} and {_owner(cred)} use the same client_id")
             by_id[cred.client_id] = cred
-        return by_id, {c.tenant: c for c in creds}
+        return by_id, {c.tenant: c for c in creds}, {r.reader: r for r in readers}
 
     def _build(
-        self, mappings: dict[str, Any]
-    ) -> tuple[dict[str, ClientCredential], dict[str, ClientCredential]]:
+        self, mappings: dict[str, Any], readers: list[ReaderCredential]
+    ) -> tuple[dict[str, Credential], dict[str, ClientCredential], dict[str, ReaderCredential]]:
         creds = []
         for tenant, api in sorted(mappings.items()):
             if api is None:
                 continue
             where = f"tenant {tenant}"
             creds.append(credential_from_mapping(tenant, api, self._env, self._config_dir, where))
-        return self._index(creds)
+        return self._index(creds, readers)
 
-    def _tenant_files_signature(self) -> tuple[tuple[str, int, int], ...]:
-        folder = self._config_dir / "tenants" if self._config_dir else None
-        if folder is None or not folder.is_dir():
+    def _files_signature(self) -> tuple[tuple[str, int, int], ...]:
+        if self._config_dir is None:
             return ()
         out = []
-        for path in sorted(folder.glob("*.yaml")):
-            try:
-                st = path.stat()
-            except FileNotFoundError:
+        for kind in ("tenants", "readers"):
+            folder = self._config_dir / kind
+            if not folder.is_dir():
                 continue
-            out.append((path.name, st.st_mtime_ns, st.st_size))
+            for path in sorted(folder.glob("*.yaml")):
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                out.append((f"{kind}/{path.name}", st.st_mtime_ns, st.st_size))
         return tuple(out)
 
     def refresh(self, min_interval: float = 1.0) -> None:
@@ -262,7 +292,7 @@ class CredentialRegistry:
             if self._config_dir is None or now - self._checked < min_interval:
                 return
             self._checked = now
-            signature = self._tenant_files_signature()
+            signature = self._files_signature()
             if signature == self._signature:
                 return
             try:
@@ -271,7 +301,9 @@ class CredentialRegistry:
                     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
                     if isinstance(data, dict) and TENANT_NAME.match(path.stem):
                         mappings[path.stem] = data.get("api")
-                self._by_id, self._by_tenant = self._build(mappings)
+                self._by_id, self._by_tenant, self._by_reader = self._build(
+                    mappings, _load_readers(self._config_dir)
+                )
             except ConfigError as err:  # messages name keys and files, never values
                 event(_log, "api.credentials_reload_failed", logging.ERROR, error=str(err)[:300])
                 return
@@ -280,15 +312,20 @@ class CredentialRegistry:
                 return
             finally:
                 self._signature = signature
-            event(_log, "api.credentials_reloaded", tenants=len(self._by_tenant))
+            event(
+                _log, "api.credentials_reloaded", tenants=len(self._by_tenant), readers=len(self._by_reader)
+            )
 
-    def lookup(self, client_id: str) -> ClientCredential | None:
+    def lookup(self, client_id: str) -> Credential | None:
         return self._by_id.get(client_id)
 
     def for_tenant(self, tenant: str) -> ClientCredential | None:
         return self._by_tenant.get(tenant)
 
-    def authenticate(self, client_id: str, secret: str) -> ClientCredential | None:
+    def for_reader(self, reader: str) -> ReaderCredential | None:
+        return self._by_reader.get(reader)
+
+    def authenticate(self, client_id: str, secret: str) -> Credential | None:
         cred = self._by_id.get(client_id)
         if cred is None:
             verify_secret_hash(secret, _DUMMY_HASH)  # same cost as a wrong secret
@@ -297,3 +334,14 @@ class CredentialRegistry:
 
     def __len__(self) -> int:
         return len(self._by_id)
+
+
+def _owner(cred: Credential) -> str:
+    return f"tenant {cred.tenant}" if isinstance(cred, ClientCredential) else f"reader {cred.reader}"
+
+
+def _load_readers(config_dir: Path | None) -> list[ReaderCredential]:
+    # Imported here: reader_credentials uses this module's hash helpers.
+    from dropzone.api.reader_credentials import load_readers
+
+    return load_readers(config_dir)

@@ -39,6 +39,7 @@ TYPE_PATTERN = r"^[A-Z][A-Za-z]{1,63}$"
 ID_PATTERN = r"^[A-Za-z0-9\-.]{1,64}$"
 ResourceType = Annotated[str, PathParam(pattern=TYPE_PATTERN, description="FHIR R4 resource type")]
 ResourceId = Annotated[str, PathParam(pattern=ID_PATTERN, description="FHIR logical id")]
+VersionId = Annotated[int, PathParam(ge=1, le=2**31, description="meta.versionId")]
 
 router = APIRouter(tags=["fhir"])
 
@@ -244,7 +245,11 @@ async def create_resource(request: Request, tenant: Tenant, rtype: ResourceType)
     summary="Read one resource of your tenant",
 )
 def read_resource(request: Request, tenant: Tenant, rtype: ResourceType, rid: ResourceId) -> JSONResponse:
-    ctx = get_context(request)
+    return current_version(get_context(request), tenant, rtype, rid)
+
+
+def current_version(ctx: ApiContext, tenant: str, rtype: str, rid: str) -> JSONResponse:
+    """FHIR read of one tenant's resource; shared with ``/api/tenants/{tenant}/fhir/...``."""
     _require_type(rtype)
     doc = ctx.store.resources.get_document(tenant, rtype, rid)
     if doc is None:
@@ -262,9 +267,13 @@ def read_version(
     tenant: Tenant,
     rtype: ResourceType,
     rid: ResourceId,
-    vid: Annotated[int, PathParam(ge=1, le=2**31)],
+    vid: VersionId,
 ) -> JSONResponse:
-    ctx = get_context(request)
+    return one_version(get_context(request), tenant, rtype, rid, vid)
+
+
+def one_version(ctx: ApiContext, tenant: str, rtype: str, rid: str, vid: int) -> JSONResponse:
+    """FHIR vread of one tenant's resource; shared with ``/api/tenants/{tenant}/fhir/...``."""
     _require_type(rtype)
     current = ctx.store.resources.get_document(tenant, rtype, rid)
     if current is not None and current[META_KEY]["version"] == vid:

@@ -82,6 +82,22 @@ class BatchStatus(BaseModel):
     finished_at: str | None = None
 
 
+class BatchItem(BatchStatus):
+    """One file of ``GET /api/batch``: a ``BatchStatus`` without the report body (fetch the
+    status URL, or the SFTP reports/ folder, for that)."""
+
+    via: Literal["api", "drop"] = Field(
+        description="api: pushed with POST /api/batch, id is the upload id; "
+        "drop: dropped by SFTP, S3 or into the folder, id is the file's ledger id"
+    )
+    status_url: str | None = Field(default=None, description="this upload's GET /api/batch/{id} (api only)")
+    has_report: bool = Field(default=False, description="an error report was written for this file")
+
+
+class BatchList(BaseModel):
+    items: list[BatchItem] = Field(description="newest first")
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     store: str

@@ -1,4 +1,6 @@
-"""Short-lived access tokens: HS256 JWTs naming one tenant.
+"""Short-lived access tokens: HS256 JWTs naming one principal: a tenant (claim ``tenant``, scope
+read and write) or an internal reader (claims ``kind: reader`` and ``reader``, scope read only).
+Tokens without ``kind`` are tenant tokens (as issued before readers existed).
 
 The signing key comes from ``api.signing_key`` (env ``DROPZONE_API__SIGNING_KEY``) or
 ``api.signing_key_file``. Without either, a random key is made at start-up: tokens then die with
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import jwt
 
-from dropzone.api.credentials import ClientCredential
+from dropzone.api.credentials import ClientCredential, Credential
 from dropzone.config import ApiSettings
 from dropzone.errors import ConfigError
 from dropzone.log import event
@@ -27,16 +29,29 @@ ISSUER = "dropzone"
 AUDIENCE = "dropzone-api"
 ALGORITHM = "HS256"
 SCOPE = "system/*.write system/*.read"
+READ_SCOPE = "system/*.read"
+TENANT, READER = "tenant", "reader"
 MIN_KEY_BYTES = 32
 
 
 @dataclass(frozen=True, slots=True)
 class TokenClaims:
-    tenant: str
+    #: The tenant's name, or the reader's when ``kind`` is READER.
+    name: str
     client_id: str
     fingerprint: str
     expires_at: int
     token_id: str
+    kind: str = TENANT
+
+    @property
+    def tenant(self) -> str | None:
+        """The tenant a tenant token is for; None for a reader's token."""
+        return self.name if self.kind == TENANT else None
+
+
+def scope_for(cred: Credential) -> str:
+    return SCOPE if isinstance(cred, ClientCredential) else READ_SCOPE
 
 
 class InvalidToken(Exception):
@@ -77,15 +92,20 @@ class TokenIssuer:
         self.ttl_seconds = ttl_seconds
         self._clock = clock
 
-    def issue(self, cred: ClientCredential) -> tuple[str, int]:
+    def issue(self, cred: Credential) -> tuple[str, int]:
         now = int(self._clock())
+        who = (
+            {"kind": TENANT, "tenant": cred.tenant}
+            if isinstance(cred, ClientCredential)
+            else {"kind": READER, "reader": cred.reader}
+        )
         claims = {
             "iss": ISSUER,
             "aud": AUDIENCE,
             "sub": cred.client_id,
-            "tenant": cred.tenant,
+            **who,
             "cfp": cred.fingerprint,
-            "scope": SCOPE,
+            "scope": scope_for(cred),
             "iat": now,
             "nbf": now - 5,
             "exp": now + self.ttl_seconds,
@@ -106,9 +126,12 @@ class TokenIssuer:
             )
         except jwt.PyJWTError as err:
             raise InvalidToken("the access token is malformed or its signature is not valid") from err
-        exp, tenant, fp = claims.get("exp"), claims.get("tenant"), claims.get("cfp")
+        exp, fp, kind = claims.get("exp"), claims.get("cfp"), claims.get("kind", TENANT)
         if not isinstance(exp, int) or exp <= self._clock():
             raise InvalidToken("the access token has expired; request a new one")
-        if not isinstance(tenant, str) or not isinstance(fp, str) or not isinstance(claims["sub"], str):
-            raise InvalidToken("the access token lacks the tenant claims")
-        return TokenClaims(tenant, claims["sub"], fp, exp, str(claims.get("jti", "")))
+        if kind not in (TENANT, READER):
+            raise InvalidToken("the access token names an unknown kind of client")
+        name = claims.get(kind)  # the "tenant" or "reader" claim, by kind
+        if not isinstance(name, str) or not isinstance(fp, str) or not isinstance(claims["sub"], str):
+            raise InvalidToken(f"the access token lacks the {kind} claims")
+        return TokenClaims(name, claims["sub"], fp, exp, str(claims.get("jti", "")), kind)

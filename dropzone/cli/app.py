@@ -8,6 +8,7 @@ from dropzone.cli.api import api_command, tenant_group
 from dropzone.cli.context import Context
 from dropzone.cli.ingest import demo, ingest, run
 from dropzone.cli.options import LOG_FORMATS, LOG_LEVELS, global_options
+from dropzone.cli.readers import reader_group
 from dropzone.cli.references import references_command
 from dropzone.cli.sftp import sftp_config
 from dropzone.cli.store import export_command, replay, status
@@ -44,6 +45,7 @@ for command in (
     demo,
     api_command,
     tenant_group,
+    reader_group,
     sftp_config,
     # Commands that live with their feature (the CSV mappings), given the global options here.
     global_options(check_mappings),
