@@ -9,7 +9,18 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 
 from dropzone import __version__
-from dropzone.api import auth, batch, bulk_export, capability, fhir, search, smart_config, tenant_reads, views
+from dropzone.api import (
+    auth,
+    batch,
+    bulk_export,
+    capability,
+    fhir,
+    quality,
+    search,
+    smart_config,
+    tenant_reads,
+    views,
+)
 from dropzone.api.context import ApiContext, get_context
 from dropzone.api.credentials import CredentialRegistry
 from dropzone.api.errors import install_error_handlers
@@ -94,6 +105,7 @@ def create_app(
     app.include_router(views.router)
     app.include_router(capability.router)
     app.include_router(bulk_export.router)  # before search: $export is not a {type}
+    app.include_router(quality.router)
     app.include_router(tenant_reads.router)  # after bulk_export: $export-status/{job} is no {type}/{id}
     # Last: /api/tenants/{tenant}/fhir/{type} would otherwise shadow fixed paths such as $export.
     app.include_router(search.router)

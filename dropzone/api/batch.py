@@ -238,6 +238,7 @@ def _outcome(record: dict[str, Any]) -> dict[str, Any]:
         "records": RecordCounts(**(record.get("counts") or {})) if state != "processing" else RecordCounts(),
         "error": FileError(code=error["code"], message=error["message"]) if isinstance(error, dict) else None,
         "finished_at": record.get("finished_at"),
+        "quality": record.get("quality") if state != "processing" else None,
     }
 
 

@@ -80,6 +80,10 @@ class BatchStatus(BaseModel):
     error: FileError | None = None
     received_at: str
     finished_at: str | None = None
+    quality: dict[str, Any] | None = Field(
+        default=None,
+        description="the quality profile of the file's accepted records (README, 'Data-quality profile')",
+    )
 
 
 class BatchItem(BatchStatus):

@@ -28,6 +28,7 @@ from dropzone.pipeline.digest import TOO_DEEP, RawOutcome, TooDeep, digest_raws,
 from dropzone.pipeline.lease import Heartbeat
 from dropzone.pipeline.report import RejectLog
 from dropzone.pipeline.validate import Failures, Validator
+from dropzone.quality.profile import QualityProfile
 from dropzone.search.references import ConditionalResolver
 from dropzone.store.base import Existing, ResourceStore, ResourceWrite
 from processors.base import Issue, RawParsed, Record
@@ -80,6 +81,8 @@ class LoadResult:
     times: StageTimes = field(default_factory=StageTimes)
     # (type, system, value) of the identifiers of what was stored; None: too many to keep.
     stored_identifiers: set[tuple[str, str, str]] | None = field(default_factory=set)
+    # Of the accepted resources, from the search rows the workers made (no second parse).
+    profile: QualityProfile = field(default_factory=QualityProfile)
 
 
 @dataclass(slots=True)
@@ -275,6 +278,8 @@ class Loader:
                 rejects.add(record, issues)
             else:
                 good.append((record, batch.writes[r_pos]))
+                for w in batch.writes[r_pos]:
+                    result.profile.add(w.type, w.id, w.search_rows())
         if not write:
             counts.unchanged += len(good)  # first pass of an all-or-nothing file: nothing stored yet
         else:

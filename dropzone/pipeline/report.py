@@ -71,6 +71,7 @@ def build_report(
     rejects_key: str | None,
     generated_at: str,
     details: dict[str, Any] | None = None,
+    quality: dict[str, Any] | None = None,
 ) -> bytes:
     report: dict[str, Any] = {
         "report_version": REPORT_VERSION,
@@ -88,6 +89,8 @@ def build_report(
         "rejects_file": rejects_key,
         "warnings": rejects.warnings if rejects else [],
         "details": details or {},
+        # The quality profile of the accepted records (dropzone.quality.profile).
+        "quality": quality,
         "generated_at": generated_at,
     }
     return orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n"

@@ -401,8 +401,9 @@ class Pipeline:
             error = quarantine_reason(counts, processor)
         if load is not None:
             self.last_times = load.times.as_dict()
+        quality = load.profile.as_json() if load is not None and load.counts.read else None
         return self._finish(
-            file, claim, sha, tenant, outcome, counts, error, rejects, processor, record, started
+            file, claim, sha, tenant, outcome, counts, error, rejects, processor, record, started, quality
         )
 
     def _resolve_pending(
@@ -478,6 +479,7 @@ class Pipeline:
         processor: Processor | None,
         record: dict[str, Any],
         started: float,
+        quality: dict[str, Any] | None = None,
     ) -> FileResult | None:
         area_tenant = tenant.name if tenant else UNKNOWN_TENANT
         day = datetime.now(UTC).strftime("%Y/%m/%d")
@@ -508,6 +510,7 @@ class Pipeline:
                 rejects_key=rejects_key,
                 generated_at=utc_now_iso(),
                 details=details,
+                quality=quality,
             )
             report_key = self.source.put_bytes(f"{base}.error.json", report)
         seconds = round(time.monotonic() - started, 3)
@@ -525,6 +528,7 @@ class Pipeline:
             error={"code": error.code, "message": error.message} if error else None,
             stage_seconds=self.last_times if counts.read else None,
             details=details or None,
+            quality=quality,
         )
         self.store.ledger.save_file(record)
         if not self.store.ledger.complete(claim, outcome.value, destination):
