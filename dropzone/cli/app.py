@@ -8,6 +8,7 @@ from dropzone.cli.api import api_command, tenant_group
 from dropzone.cli.context import Context
 from dropzone.cli.ingest import demo, ingest, run
 from dropzone.cli.options import LOG_FORMATS, LOG_LEVELS, global_options
+from dropzone.cli.preview import preview
 from dropzone.cli.quality import quality_command
 from dropzone.cli.readers import reader_group
 from dropzone.cli.references import references_command
@@ -43,6 +44,7 @@ for command in (
     export_command,
     references_command,
     quality_command,
+    preview,
     replay,
     demo,
     api_command,

@@ -74,8 +74,8 @@ def ingest(obj: Context, files: tuple[Path, ...], tenant: str, zone: str | None,
         # Refuse now, not after copying and quarantining (exit 3 said nothing about the typo).
         say_error(settings.why_not_tenant(tenant, flag=True), event="tenant.refused", tenant=tenant)
         sys.exit(EXIT_USAGE)
-    paths = _expand(files)
-    problem = _first_unreadable(paths)
+    paths = expand_paths(files)
+    problem = first_unreadable(paths)
     if problem:  # a usage error (exit 2), said before anything is copied
         say_error(problem, event="ingest.unreadable")
         sys.exit(EXIT_USAGE)
@@ -132,7 +132,7 @@ def _attach(service: Service, progress: FileProgress | None) -> None:
     service.pipeline.progress = progress
 
 
-def _expand(paths: tuple[Path, ...]) -> list[Path]:
+def expand_paths(paths: tuple[Path, ...]) -> list[Path]:
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -142,7 +142,7 @@ def _expand(paths: tuple[Path, ...]) -> list[Path]:
     return out
 
 
-def _first_unreadable(paths: list[Path]) -> str | None:
+def first_unreadable(paths: list[Path]) -> str | None:
     for path in paths:
         try:
             with path.open("rb") as fh:

@@ -7,6 +7,8 @@ its location, resourceType/id when known and messages with FHIR element paths. N
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +18,14 @@ from dropzone.models import Counts
 from processors.base import Issue, Record
 
 REPORT_VERSION = 1
+# Distinct (code, path) reasons counted per file; past this many, the rest count as one.
+MAX_REASONS = 500
+_POSITION = re.compile(r"\[\d+\]")
+
+
+def reason_path(path: str | None) -> str:
+    """A FHIR path without array positions: ``Patient.name[2].family`` -> ``Patient.name.family``."""
+    return _POSITION.sub("", path) if path else ""
 
 
 @dataclass(slots=True)
@@ -27,9 +37,17 @@ class RejectLog:
     items: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
     omitted: int = 0
+    # Every rejected record's issues by (code, path without positions), not capped like items.
+    reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def add(self, record: Record, issues: list[Issue]) -> None:
         self.indexes.add(record.index)
+        for issue in issues:
+            key = (issue.code, reason_path(issue.path))
+            if key in self.reasons or len(self.reasons) < MAX_REASONS:
+                self.reasons[key] += 1
+            else:
+                self.reasons[("other", "")] += 1
         if len(self.items) >= self.cap:
             self.omitted += 1
             return
@@ -41,6 +59,14 @@ class RejectLog:
                 "errors": [issue_json(i) for i in issues],
             }
         )
+
+    def reason_list(self) -> list[dict[str, Any]]:
+        """Most frequent first: ``[{"code", "path", "count"}]`` (issues, so a record with two
+        problems counts in both)."""
+        return [
+            {"code": code, "path": path, "count": n}
+            for (code, path), n in sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+        ]
 
     def warn(self, record: Record) -> None:
         if len(self.warnings) < self.cap:
@@ -86,6 +112,7 @@ def build_report(
         "error": issue_json(error) if error else None,
         "rejected_records": rejects.items if rejects else [],
         "rejected_records_omitted": rejects.omitted if rejects else 0,
+        "reject_reasons": rejects.reason_list() if rejects else [],
         "rejects_file": rejects_key,
         "warnings": rejects.warnings if rejects else [],
         "details": details or {},

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import socket
@@ -49,7 +50,7 @@ from dropzone.pipeline.validate import Validator
 from dropzone.search.references import resolve_pending
 from dropzone.sources.base import ARCHIVED, QUARANTINE, Source, fit_name, with_suffix_number
 from dropzone.store.base import Claim, ClaimState, Store, utc_now_iso
-from processors.base import Issue, Processor, ProcessorContext
+from processors.base import Issue, Processor, ProcessorContext, Record
 from processors.registry import choose
 
 _log = logging.getLogger("dropzone.pipeline")
@@ -95,8 +96,12 @@ class Pipeline:
         source: Source,
         worker_id: str | None = None,
         progress: Callable[[IncomingFile, int], None] | None = None,
+        *,
+        record_limit: int | None = None,
     ) -> None:
+        """``record_limit``: read only the first N records of each file (``preview --sample``)."""
         self.settings = settings
+        self.record_limit = record_limit
         self.store = store
         self.source = source
         self.worker_id = worker_id or default_worker_id()
@@ -444,16 +449,20 @@ class Pipeline:
             progress=_BatchProgress(file, self.progress, self._payload),
             raw_parser=processor.raw_parser,
         )
+        def records() -> Iterator[Record]:
+            every = processor.records()
+            return every if self.record_limit is None else itertools.islice(every, self.record_limit)
+
         if not self._atomic(processor, tenant):
-            return loader.run(processor.records(), rejects, write=True, file_sha256=sha, heartbeat=heartbeat)
+            return loader.run(records(), rejects, write=True, file_sha256=sha, heartbeat=heartbeat)
         # All or nothing: validate every record first, store only if none failed.
-        checked = loader.run(processor.records(), rejects, write=False, file_sha256=sha, heartbeat=heartbeat)
+        checked = loader.run(records(), rejects, write=False, file_sha256=sha, heartbeat=heartbeat)
         if checked.counts.rejected:
             checked.counts.unchanged = 0
             return checked
         loader.progress = None
         stored = loader.run(
-            processor.records(),
+            records(),
             RejectLog(1),
             write=True,
             file_sha256=sha,
@@ -529,6 +538,8 @@ class Pipeline:
             stage_seconds=self.last_times if counts.read else None,
             details=details or None,
             quality=quality,
+            # The top reasons, for status pages; the report has them all.
+            reject_reasons=rejects.reason_list()[:20] or None,
         )
         self.store.ledger.save_file(record)
         if not self.store.ledger.complete(claim, outcome.value, destination):

@@ -34,7 +34,10 @@ def store_kind(settings: Settings) -> str:
     return kind
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: Settings, *, read_only: bool = False) -> Store:
+    """``read_only``: change nothing (``dropzone preview``): SQLite is opened query-only and
+    neither created, upgraded nor re-indexed (a zone without a database reads as empty);
+    MongoDB's indexes are not ensured."""
     kind = store_kind(settings)
     if kind == "memory":
         from dropzone.store.memory import MemoryStore
@@ -43,7 +46,12 @@ def open_store(settings: Settings) -> Store:
     if kind == "sqlite":
         from dropzone.store.sqlite import SqliteStore
 
-        return SqliteStore(sqlite_path(settings))
+        path = sqlite_path(settings)
+        if read_only and not path.exists():
+            from dropzone.store.memory import MemoryStore
+
+            return MemoryStore()
+        return SqliteStore(path, read_only=read_only)
     uri = settings.store.mongodb_uri
     if uri is None:
         raise ConfigError("store.kind is mongodb but no MONGODB_URI (or store.mongodb_uri) is set")
@@ -54,7 +62,8 @@ def open_store(settings: Settings) -> Store:
         store = MongoStore(
             secret, settings.store.database, connect_timeout_seconds=settings.store.connect_timeout_seconds
         )
-        store.resources.ensure_indexes()
+        if not read_only:
+            store.resources.ensure_indexes()
     except (StoreUnavailable, ValueError) as err:  # pymongo raises ValueError for some bad URIs
         # ``from None``: the driver's exception may quote the URI, password included.
         raise ConfigError(describe_connection_failure(secret, err.__cause__ or err)) from None

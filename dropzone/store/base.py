@@ -406,6 +406,11 @@ class Ledger(ABC):
     def claim(self, tenant: str, sha256: str, path: str, owner: str, lease_seconds: float) -> ClaimAnswer: ...
 
     @abstractmethod
+    def finished_claim(self, tenant: str, sha256: str) -> dict[str, Any] | None:
+        """The claim of this content when it is done and not quarantined (``claim`` would answer
+        DONE), else None; reads only (``dropzone preview``)."""
+
+    @abstractmethod
     def renew(self, claim: Claim, lease_seconds: float) -> bool: ...
 
     @abstractmethod

@@ -283,6 +283,11 @@ class MemoryLedger(Ledger):
                 return ClaimAnswer(ClaimState.BUSY)
             return ClaimAnswer(ClaimState.DONE, done=dict(doc))
 
+    def finished_claim(self, tenant: str, sha256: str) -> dict[str, Any] | None:
+        with self._lock:
+            doc = self._claims.get(claim_key(tenant, sha256))
+            return dict(doc) if doc and doc["state"] == "done" and doc["outcome"] != "quarantined" else None
+
     def _owned(self, claim: Claim) -> dict[str, Any] | None:
         doc = self._claims.get(claim.key)
         if (

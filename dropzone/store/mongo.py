@@ -464,6 +464,13 @@ class MongoLedger(Ledger):
             return ClaimAnswer(ClaimState.BUSY)
         return ClaimAnswer(ClaimState.DONE, done=current)
 
+    def finished_claim(self, tenant: str, sha256: str) -> dict[str, Any] | None:
+        try:
+            doc = self._claims.find_one({"_id": claim_key(tenant, sha256), "state": "done"})
+        except PyMongoError as err:
+            raise _translate(err) from err
+        return doc if doc and doc.get("outcome") != "quarantined" else None
+
     @staticmethod
     def _owned(claim: Claim) -> dict[str, Any]:
         return {"_id": claim.key, "state": "processing", "owner": claim.owner, "attempt": claim.attempt}

@@ -141,14 +141,17 @@ def _translated(method: Callable[P, R]) -> Callable[P, R]:
 class Database:
     """One connection per process, shared by its threads under a lock; transactions nest."""
 
-    def __init__(self, path: Path, busy_timeout: float = 60.0) -> None:
+    def __init__(self, path: Path, busy_timeout: float = 60.0, read_only: bool = False) -> None:
         self.path = path
         self._lock = threading.RLock()
         self._depth = 0
-        self._conn = _connect(path, busy_timeout)
+        self._conn = _connect(path, busy_timeout, read_only)
         self._synchronous = "FULL"
         try:
-            self._check_schema()
+            if read_only:
+                self._check_schema_read_only()
+            else:
+                self._check_schema()
         except sqlite3.Error as err:
             self._conn.close()
             raise StoreUnavailable(f"SQLite: cannot open {path}: {err}") from err
@@ -186,6 +189,12 @@ class Database:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
 
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection for a few reads, outside any transaction."""
+        with self._lock:
+            yield self._conn
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
@@ -218,6 +227,18 @@ class Database:
                     "or point store.path at a new file"
                 )
             _check_index(conn)
+
+
+    def _check_schema_read_only(self) -> None:
+        with self.reading() as conn:
+            row = conn.execute("SELECT value FROM dz_meta WHERE key = 'schema_version'").fetchone()
+            index = conn.execute("SELECT value FROM dz_meta WHERE key = 'search_index'").fetchone()
+        if row is None or row[0] != str(SCHEMA_VERSION) or index is None or index[0] != index_signature():
+            raise ConfigError(
+                f"{self.path} was written by another dropzone release (schema or search index); "
+                "open it once with a command that writes (dropzone status) to upgrade it: "
+                "a read-only command never changes it"
+            )
 
 
 def _upgrade_to_2(conn: sqlite3.Connection) -> None:
@@ -280,7 +301,9 @@ def _delete_search_rows(conn: sqlite3.Connection, rows: list[tuple[str, str, str
     )
 
 
-def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+def _connect(path: Path, busy_timeout: float, read_only: bool = False) -> sqlite3.Connection:
+    if read_only:
+        return _connect_read_only(path, busy_timeout)
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not path.exists():
@@ -304,6 +327,23 @@ def _connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     if mode != "wal":
         conn.close()
         raise ConfigError(f"{path}: SQLite refused WAL mode ({mode}); is it on a network file system?")
+    return conn
+
+
+def _connect_read_only(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """A connection that cannot change the database (``query_only``). Not ``mode=ro``: a
+    read-only WAL reader cannot recover a -wal left by a crash, and a plain connection that
+    writes nothing leaves the file as it was (SQLite removes the -wal and -shm it made when
+    the last connection closes)."""
+    try:
+        conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA query_only = ON")
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    except sqlite3.DatabaseError as err:
+        raise ConfigError(f"{path} is not a usable SQLite database ({err})") from err
+    if mode != "wal":
+        conn.close()
+        raise ConfigError(f"{path} is not a dropzone store (journal mode {mode})")
     return conn
 
 
@@ -669,6 +709,12 @@ class SqliteLedger(Ledger):
                 return ClaimAnswer(ClaimState.BUSY)
             return ClaimAnswer(ClaimState.DONE, done=doc)
 
+    @_translated
+    def finished_claim(self, tenant: str, sha256: str) -> dict[str, Any] | None:
+        with self._db.reading() as conn:
+            doc = self._claim_row(conn, claim_key(tenant, sha256))
+        return doc if doc and doc["state"] == "done" and doc["outcome"] != "quarantined" else None
+
     @staticmethod
     def _owned(claim: Claim) -> tuple[str, str, int]:
         return claim.key, claim.owner, claim.attempt
@@ -764,10 +810,13 @@ class SqliteLedger(Ledger):
 class SqliteStore(Store):
     persistent = True
 
-    def __init__(self, path: str | os.PathLike[str], busy_timeout: float = 60.0) -> None:
-        """``busy_timeout``: how long a write waits for another process's transaction."""
+    def __init__(
+        self, path: str | os.PathLike[str], busy_timeout: float = 60.0, *, read_only: bool = False
+    ) -> None:
+        """``busy_timeout``: how long a write waits for another process's transaction;
+        ``read_only``: see ``dropzone.store.open_store``."""
         self.path = Path(path)
-        self.database = Database(self.path, busy_timeout)
+        self.database = Database(self.path, busy_timeout, read_only)
         self.description = f"SQLite database {self.path}"
         self.resources = SqliteResourceStore(self.database)
         self.ledger = SqliteLedger(self.database)
