@@ -19,6 +19,7 @@ from dropzone.api import (
     search,
     smart_config,
     tenant_reads,
+    ui,
     views,
 )
 from dropzone.api.context import ApiContext, get_context
@@ -109,6 +110,7 @@ def create_app(
     app.include_router(tenant_reads.router)  # after bulk_export: $export-status/{job} is no {type}/{id}
     # Last: /api/tenants/{tenant}/fhir/{type} would otherwise shadow fixed paths such as $export.
     app.include_router(search.router)
+    app.include_router(ui.router)  # the operations dashboard, /ui (HTML, not in the OpenAPI document)
 
     @app.get("/api/health", response_model=Health, tags=["service"], summary="Liveness (no token needed)")
     def health(request: Request) -> Health:

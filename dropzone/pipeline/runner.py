@@ -449,6 +449,7 @@ class Pipeline:
             progress=_BatchProgress(file, self.progress, self._payload),
             raw_parser=processor.raw_parser,
         )
+
         def records() -> Iterator[Record]:
             every = processor.records()
             return every if self.record_limit is None else itertools.islice(every, self.record_limit)

@@ -105,9 +105,7 @@ def preview_files(
     source = PreviewSource(tenant, files)
     overlay = PreviewStore(store, tenant)
     results: list[FilePreview] = []
-    with Pipeline(
-        settings, overlay, source, progress=progress, record_limit=sample
-    ) as pipeline:
+    with Pipeline(settings, overlay, source, progress=progress, record_limit=sample) as pipeline:
         for item, path in zip(source.items, files, strict=True):
             tally = overlay.resources.tally
             start = (tally.new, tally.changed, tally.deleted)

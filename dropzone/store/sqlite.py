@@ -228,7 +228,6 @@ class Database:
                 )
             _check_index(conn)
 
-
     def _check_schema_read_only(self) -> None:
         with self.reading() as conn:
             row = conn.execute("SELECT value FROM dz_meta WHERE key = 'schema_version'").fetchone()
