@@ -7,7 +7,9 @@ The recipe (one account per tenant that declares ``sftp:`` in ``config/tenants/<
   ``<jail>/<tenant>``. OpenSSH requires every component of a chroot path to be owned by root and
   not writable by anyone else, so the jail is a root-owned folder outside the zone and the
   tenant's ``incoming/<tenant>`` is bind-mounted into it as ``/incoming``, the only folder the
-  tenant can write to. It never sees another tenant, archived/, quarantine/ or the host.
+  tenant can write to. Its ``quarantine/<tenant>`` is bind-mounted read-only as ``/reports``:
+  the sender reads its own error reports (``*.error.json``), rejects files and quarantined
+  files there, to fix and re-drop. It never sees another tenant, archived/ or the host.
 - Files land owned by the tenant's account, group ``service_group`` (the folder is setgid) with
   umask 0007, so the dropzone service can read and move them when it runs as root or as a member
   of that group. Symlink and hard-link requests are refused by internal-sftp.
@@ -207,20 +209,32 @@ def render_setup_script(accounts: list[Account], layout: Layout) -> str:
         "done",
         "",
         "account() {  # tenant user auth",
-        '  tenant=$1 user=$2 auth=$3 upload="$ZONE/incoming/$1" jail="$JAIL/$1"',
+        '  tenant=$1 user=$2 auth=$3 jail="$JAIL/$1"',
+        '  upload="$ZONE/incoming/$1" reports="$ZONE/quarantine/$1"',
         '  if ! id -u "$user" >/dev/null 2>&1; then',
         "    useradd --system --no-log-init --no-create-home --home-dir /incoming \\",
         '      --shell /usr/sbin/nologin --gid "$ACCOUNT_GROUP" "$user"',
         "  fi",
         "  # '*' = no password but not locked: a locked ('!') account cannot log in with a key either.",
         '  [ "$auth" = key ] && usermod -p "*" "$user"',
-        '  install -d -o root -g root -m 0755 "$jail" "$jail/incoming"',
+        '  install -d -o root -g root -m 0755 "$jail" "$jail/incoming" "$jail/reports"',
         '  mkdir -p "$upload"',
         '  chown "$user:$SERVICE_GROUP" "$upload"',
         '  chmod 2770 "$upload"  # setgid: uploads belong to the service group',
         '  if ! mountpoint -q "$jail/incoming"; then mount --bind "$upload" "$jail/incoming"; fi',
         '  grep -qs " $jail/incoming none bind" /etc/fstab || \\',
         '    echo "$upload $jail/incoming none bind 0 0" >> /etc/fstab',
+        "  # Reports: the service writes them (setgid: in its group; its umask, default 022, makes",
+        "  # them readable); the tenant reads them through a read-only bind mount.",
+        '  mkdir -p "$reports"',
+        '  chgrp "$SERVICE_GROUP" "$reports"',
+        '  chmod 2775 "$reports"',
+        '  if ! mountpoint -q "$jail/reports"; then',
+        '    mount --bind "$reports" "$jail/reports"',
+        '    mount -o remount,bind,ro "$jail/reports"',
+        "  fi",
+        '  grep -qs " $jail/reports none bind" /etc/fstab || \\',
+        '    echo "$reports $jail/reports none bind,ro 0 0" >> /etc/fstab',
         '  if [ -f "$HERE/authorized_keys/$user" ]; then',
         '    install -o root -g root -m 0644 "$HERE/authorized_keys/$user" "$KEYS/$user"',
         "  fi",

@@ -255,8 +255,9 @@ def test_a_tenant_cannot_leave_its_folder_or_see_another_tenant(jail: Jail, tmp_
         entries = [line for line in listing.stdout.splitlines() if not line.startswith("sftp>")]
         return {e.strip().rstrip("/").rsplit("/", 1)[-1] for e in entries} - {"", ".", ".."}
 
-    assert names("ls -1a /") == {"incoming"}  # the jail holds nothing but the upload folder
-    assert names("cd /..", "ls -1a") == {"incoming"}  # and there is no way above it
+    # The jail holds the upload folder and the read-only reports, and there is no way above it.
+    assert names("ls -1a /") == {"incoming", "reports"}
+    assert names("cd /..", "ls -1a") == {"incoming", "reports"}
     assert names("ls -1a /incoming") == set()  # its own (empty) folder; beta's file is not there
 
     attempts = [
@@ -281,6 +282,57 @@ def test_a_tenant_cannot_leave_its_folder_or_see_another_tenant(jail: Jail, tmp_
     assert sorted(p.name for p in (jail.zone / "incoming/acme").iterdir()) == ["x.ndjson"]
     (jail.zone / "incoming/acme/x.ndjson").unlink()
     secret.unlink()
+
+
+@needs_jail
+def test_a_sender_reads_its_own_reports_read_only(jail: Jail, tmp_path: Path) -> None:
+    """After a partial and a quarantined file, the tenant finds their error reports and the
+    rejects file under /reports, byte for byte, cannot change anything there, and another
+    tenant's /reports does not show them."""
+    good, bad = PATIENTS.read_bytes().splitlines()[:2]
+    partial = tmp_path / "partial.ndjson"
+    partial.write_bytes(
+        good + b"\n" + bad.replace(b'"resourceType":"Patient"', b'"resourceType":"Patient","x":1') + b"\n"
+    )
+    broken = tmp_path / "broken.ndjson"
+    broken.write_bytes(b"{not json\n")
+    sent = jail.sftp("acme", f"put {partial} partial.ndjson", f"put {broken} broken.ndjson")
+    assert sent.returncode == 0, sent.stderr
+
+    source = FolderSource(jail.zone)
+    with pipeline_for(jail.zone, jail.config) as pipe:
+        files = [source.stat(f"incoming/acme/{n}") for n in ("partial.ndjson", "broken.ndjson")]
+        results = pipe.drain([f for f in files if f is not None])
+    assert sorted(r.outcome.value for r in results) == ["partial", "quarantined"]
+
+    reports_dir = jail.zone / "quarantine/acme"
+    written = sorted(p.relative_to(reports_dir) for p in reports_dir.rglob("*") if p.is_file())
+    assert any(p.name.endswith(".error.json") for p in written)
+    assert any(".rejects." in p.name for p in written)
+    for relative in written:  # every report, rejects file and quarantined file is listed
+        listing = jail.sftp("acme", f"ls -1 /reports/{relative.parent}")
+        assert listing.returncode == 0, listing.stderr
+        assert relative.name in listing.stdout, (relative, listing.stdout)
+        fetched = tmp_path / f"got-{relative.name}"
+        got = jail.sftp("acme", f"get /reports/{relative} {fetched}")
+        assert got.returncode == 0, got.stderr
+        assert fetched.read_bytes() == (reports_dir / relative).read_bytes()
+
+    some = written[0]
+    for command in (
+        f"put {broken} /reports/planted.ndjson",
+        f"rm /reports/{some}",
+        f"rename /reports/{some} /reports/moved",
+        "mkdir /reports/new",
+        f"put {broken} /reports/{some}",
+    ):
+        result = jail.sftp("acme", command)
+        assert result.returncode != 0, f"tenant was allowed: {command}"
+    assert sorted(p.relative_to(reports_dir) for p in reports_dir.rglob("*") if p.is_file()) == written
+
+    other = jail.sftp("beta", "ls -1a /reports")
+    assert other.returncode == 0, other.stderr
+    assert not any(r.name in other.stdout for r in written)
 
 
 @needs_jail
