@@ -309,3 +309,55 @@ def test_a_document_over_the_record_limit_is_refused(zone: Path, make_pipeline) 
     assert result.outcome is Outcome.QUARANTINED
     assert _report(zone, result.report)["error"]["code"] == "record_too_large"
     assert store.resources.counts() == {}
+
+
+def test_a_patients_everything_includes_the_documents_and_messages_about_them(
+    zone: Path, make_pipeline, any_store: Store, tmp_path: Path
+) -> None:
+    """The Bundle is stored whole, and its entries are indexed for the patient compartment:
+    the Composition's ``urn:uuid`` subject resolves through the entry's fullUrl to the Patient
+    entry's id, so ``$everything`` of that patient returns the document beside the resources
+    stored on their own; the message goes to its own patient only. The entry keys are not
+    references of the Bundle, so the reference-integrity view does not list them."""
+    document, message = _load(DOCUMENT), _load(MESSAGE)
+
+    def patient_of(bundle: dict[str, Any]) -> str:
+        [patient] = [
+            e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+        ]
+        return str(patient)
+
+    doc_patient, msg_patient = patient_of(document), patient_of(message)
+    observation = {
+        "resourceType": "Observation",
+        "id": "obs-1",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]},
+        "subject": {"reference": f"Patient/{doc_patient}"},
+    }
+    own = tmp_path / "own.ndjson"
+    own.write_bytes(
+        json.dumps({"resourceType": "Patient", "id": doc_patient}).encode()
+        + b"\n"
+        + json.dumps(observation).encode()
+        + b"\n"
+    )
+    for path in (DOCUMENT, MESSAGE, own):
+        drop(zone, "acme", path)
+    results = make_pipeline(any_store).drain()
+    assert [r.outcome for r in results] == [Outcome.ARCHIVED] * 3
+
+    from dropzone.search.compartment import compartment_members, everything
+    from dropzone.search.references import reference_report
+
+    resources = any_store.resources
+    assert compartment_members(resources, "acme", doc_patient) == [
+        ("Bundle", document["id"]),
+        ("Observation", "obs-1"),
+        ("Patient", doc_patient),
+    ]
+    assert compartment_members(resources, "acme", msg_patient) == [("Bundle", message["id"])]
+    assert compartment_members(resources, "acme", "someone-else") == []
+    page = everything(resources, "acme", doc_patient, 10, None)
+    assert page.total == 3 and page.resources[0]["id"] == document["id"]
+    assert reference_report(resources, "acme")["unresolved"] == 0

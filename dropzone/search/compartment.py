@@ -2,13 +2,14 @@
 
 Membership is what the R4 CompartmentDefinition for Patient says: a resource is in patient P's
 compartment when one of its type's listed reference parameters points at ``Patient/P`` (and P
-itself). The reference keys were indexed when each resource was stored, so the lookup is one
+itself); a document or message Bundle, stored whole, is in it when one of its entries is. The
+reference keys were indexed when each resource was stored, so the lookup is one
 indexed query (SQLite) or one per resource type (MongoDB), never a scan of the data.
 """
 
 from __future__ import annotations
 
-from dropzone.search.index import REF_PREFIX
+from dropzone.search.index import ENTRY_PATIENT_PREFIX, REF_PREFIX
 from dropzone.search.query import SearchPage
 from dropzone.search.table import search_table
 from dropzone.store.base import ResourceStore
@@ -25,6 +26,9 @@ def compartment_members(store: ResourceStore, tenant: str, patient_id: str) -> l
         path = key[len(REF_PREFIX) : key.index("|")]
         if path in table.compartment.get(rtype, ()):
             members.add((rtype, rid))
+    # Document and message Bundles, stored whole, with an entry in the compartment (index.py).
+    for rtype, rid, _key in store.keyed(tenant, [f"{ENTRY_PATIENT_PREFIX}{target}"], ("Bundle",)):
+        members.add((rtype, rid))
     if store.existing(tenant, "Patient", [patient_id]):
         members.add(("Patient", patient_id))
     return sorted(members)

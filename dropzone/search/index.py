@@ -47,6 +47,12 @@ def parse_conditional(reference: str) -> tuple[str, str | None, str] | None:
 
 
 WAITING_PREFIX = "~c|"
+# A document or message Bundle is stored whole (an immutable unit); ``~in|Patient/P`` says that
+# one of its entries is patient P or in P's compartment, with ``urn:uuid`` references resolved
+# through the entries' fullUrls, so ``$everything`` returns the Bundle. Not a ``>`` key: those
+# are the Bundle's own references, which the reference-integrity view checks.
+ENTRY_PATIENT_PREFIX = "~in|"
+WHOLE_BUNDLE_TYPES = ("document", "message")
 
 
 def waiting_key(rtype: str, system: str | None, value: str) -> str:
@@ -56,7 +62,7 @@ def waiting_key(rtype: str, system: str | None, value: str) -> str:
 
 # Bump when ``search_rows`` changes what it computes; with the two data files it names the index
 # a store holds (SQLite re-indexes a database written another way).
-INDEX_CODE_VERSION = "1"
+INDEX_CODE_VERSION = "2"
 
 
 @lru_cache(maxsize=1)
@@ -154,6 +160,39 @@ def _references(resource: dict[str, Any], out: set[str]) -> None:
                         out.add(f"{REF_PREFIX}{path}|{key}")
 
 
+def entry_patients(bundle: dict[str, Any]) -> set[str]:
+    """Ids of the patients a document or message Bundle's entries are (in the compartment of)."""
+    if bundle.get("resourceType") != "Bundle" or bundle.get("type") not in WHOLE_BUNDLE_TYPES:
+        return set()
+    entries = bundle.get("entry")
+    resources = [
+        (e.get("fullUrl"), e["resource"])
+        for e in (entries if isinstance(entries, list) else ())
+        if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+    ]
+    local: dict[str, str] = {}
+    for full_url, res in resources:
+        if (
+            isinstance(full_url, str)
+            and isinstance(res.get("resourceType"), str)
+            and isinstance(res.get("id"), str)
+        ):
+            local[full_url] = f"{res['resourceType']}/{res['id']}"
+    compartment = search_table().compartment
+    found: set[str] = set()
+    for _, res in resources:
+        rtype = res.get("resourceType")
+        if rtype == "Patient" and isinstance(res.get("id"), str):
+            found.add(res["id"])
+        for path in compartment.get(rtype, ()) if isinstance(rtype, str) else ():
+            for value in values_at(res, path):
+                ref = value.get("reference") if isinstance(value, dict) else None
+                key = reference_key(local.get(ref, ref)) if isinstance(ref, str) else None
+                if key is not None and key.startswith("Patient/") and key.count("/") == 1:
+                    found.add(key[len("Patient/") :])
+    return found
+
+
 def search_rows(resource: dict[str, Any]) -> SearchRows:
     params = search_table().params(resource.get("resourceType", ""))
     keys: set[str] = set()
@@ -171,6 +210,7 @@ def search_rows(resource: dict[str, Any]) -> SearchRows:
     if waiting:
         keys |= waiting
         keys.add(CONDITIONAL_KEY)
+    keys.update(f"{ENTRY_PATIENT_PREFIX}Patient/{pid}" for pid in entry_patients(resource))
     dates: set[tuple[str, str, str]] = set()
     for param, leaves in params.dates.items():
         for path, leaf in leaves:
