@@ -361,3 +361,38 @@ def test_a_patients_everything_includes_the_documents_and_messages_about_them(
     page = everything(resources, "acme", doc_patient, 10, None)
     assert page.total == 3 and page.resources[0]["id"] == document["id"]
     assert reference_report(resources, "acme")["unresolved"] == 0
+
+
+def test_documents_and_messages_are_found_by_chained_search_on_their_first_entry(
+    zone: Path, make_pipeline, any_store: Store
+) -> None:
+    """R4's Bundle parameters ``composition`` and ``message`` with chains on the Composition's or
+    MessageHeader's token and reference parameters (``urn:uuid`` references resolved through
+    the entries' fullUrls); anything else on them is a SearchError (400), not a scan."""
+    from dropzone.search.query import SearchError, parse_search, supported_parameters
+
+    document, message = _load(DOCUMENT), _load(MESSAGE)
+    for path in (DOCUMENT, MESSAGE):
+        drop(zone, "acme", path)
+    assert [r.outcome for r in make_pipeline(any_store).drain()] == [Outcome.ARCHIVED] * 2
+    composition = document["entry"][0]["resource"]
+    header = message["entry"][0]["resource"]
+    [doc_patient] = [
+        e["resource"]["id"] for e in document["entry"] if e["resource"]["resourceType"] == "Patient"
+    ]
+
+    def ids(**params: str) -> list[str]:
+        page = any_store.resources.search("acme", parse_search("Bundle", list(params.items())))
+        return [r["id"] for r in page.resources]
+
+    assert ids(**{"composition.patient": doc_patient}) == [document["id"]]
+    assert ids(**{"composition.subject": f"Patient/{doc_patient}"}) == [document["id"]]
+    assert ids(**{"composition.status": composition["status"]}) == [document["id"]]
+    assert ids(**{"composition.patient": "someone-else"}) == []
+    assert ids(composition=f"Composition/{composition['id']}") == [document["id"]]
+    assert ids(message=header["id"]) == [message["id"]]
+    assert ids(**{"composition.status": "final"}, message=header["id"]) == []  # both must hold
+    assert {"composition", "message"} <= set(supported_parameters("Bundle"))
+    for bad in ({"composition.date": "2020"}, {"composition": "Patient/1"}, {"message.nope": "x"}):
+        with pytest.raises(SearchError):
+            parse_search("Bundle", list(bad.items()))

@@ -53,6 +53,11 @@ WAITING_PREFIX = "~c|"
 # are the Bundle's own references, which the reference-integrity view checks.
 ENTRY_PATIENT_PREFIX = "~in|"
 WHOLE_BUNDLE_TYPES = ("document", "message")
+# R4's Bundle search parameters ``composition`` and ``message`` name the first entry of a
+# document (a Composition) or a message (a MessageHeader); the Bundle carries that entry's
+# token and reference keys under ``<param>.`` for chained search (``composition.patient=P``)
+# and ``<param>=Type/id`` for the parameter itself.
+BUNDLE_CHAINS = {"composition": ("document", "Composition"), "message": ("message", "MessageHeader")}
 
 
 def waiting_key(rtype: str, system: str | None, value: str) -> str:
@@ -160,10 +165,8 @@ def _references(resource: dict[str, Any], out: set[str]) -> None:
                         out.add(f"{REF_PREFIX}{path}|{key}")
 
 
-def entry_patients(bundle: dict[str, Any]) -> set[str]:
-    """Ids of the patients a document or message Bundle's entries are (in the compartment of)."""
-    if bundle.get("resourceType") != "Bundle" or bundle.get("type") not in WHOLE_BUNDLE_TYPES:
-        return set()
+def _entries(bundle: dict[str, Any]) -> tuple[list[tuple[Any, dict[str, Any]]], dict[str, str]]:
+    """A Bundle's (fullUrl, resource) entries and fullUrl -> ``Type/id`` for resolving them."""
     entries = bundle.get("entry")
     resources = [
         (e.get("fullUrl"), e["resource"])
@@ -172,12 +175,53 @@ def entry_patients(bundle: dict[str, Any]) -> set[str]:
     ]
     local: dict[str, str] = {}
     for full_url, res in resources:
-        if (
-            isinstance(full_url, str)
-            and isinstance(res.get("resourceType"), str)
-            and isinstance(res.get("id"), str)
-        ):
-            local[full_url] = f"{res['resourceType']}/{res['id']}"
+        rtype, rid = res.get("resourceType"), res.get("id")
+        if isinstance(full_url, str) and isinstance(rtype, str) and isinstance(rid, str):
+            local[full_url] = f"{rtype}/{rid}"
+    return resources, local
+
+
+def _whole_bundle(resource: dict[str, Any]) -> bool:
+    return resource.get("resourceType") == "Bundle" and resource.get("type") in WHOLE_BUNDLE_TYPES
+
+
+def _entry_reference(value: Any, local: dict[str, str]) -> str | None:
+    ref = value.get("reference") if isinstance(value, dict) else None
+    return reference_key(local.get(ref, ref)) if isinstance(ref, str) else None
+
+
+def chain_keys(bundle: dict[str, Any]) -> set[str]:
+    """The keys of a document's Composition or a message's MessageHeader (its first entry),
+    prefixed for chained search on the Bundle (``BUNDLE_CHAINS``)."""
+    if not _whole_bundle(bundle):
+        return set()
+    resources, local = _entries(bundle)
+    first = resources[0][1] if resources else {}
+    out: set[str] = set()
+    for param, (bundle_type, rtype) in BUNDLE_CHAINS.items():
+        if bundle.get("type") != bundle_type or first.get("resourceType") != rtype:
+            continue
+        if isinstance(first.get("id"), str):
+            out.add(f"{param}={rtype}/{first['id']}")
+        inner: set[str] = set()
+        for token, paths in search_table().params(rtype).tokens.items():
+            for path in paths:
+                for value in values_at(first, path):
+                    inner.update(token_keys(token, value))
+        for path in reference_paths(rtype):
+            for value in values_at(first, path):
+                key = _entry_reference(value, local)
+                if key is not None:
+                    inner.add(f"{REF_PREFIX}{path}|{key}")
+        out.update(f"{param}.{key}" for key in inner)
+    return out
+
+
+def entry_patients(bundle: dict[str, Any]) -> set[str]:
+    """Ids of the patients a document or message Bundle's entries are (in the compartment of)."""
+    if not _whole_bundle(bundle):
+        return set()
+    resources, local = _entries(bundle)
     compartment = search_table().compartment
     found: set[str] = set()
     for _, res in resources:
@@ -186,8 +230,7 @@ def entry_patients(bundle: dict[str, Any]) -> set[str]:
             found.add(res["id"])
         for path in compartment.get(rtype, ()) if isinstance(rtype, str) else ():
             for value in values_at(res, path):
-                ref = value.get("reference") if isinstance(value, dict) else None
-                key = reference_key(local.get(ref, ref)) if isinstance(ref, str) else None
+                key = _entry_reference(value, local)
                 if key is not None and key.startswith("Patient/") and key.count("/") == 1:
                     found.add(key[len("Patient/") :])
     return found
@@ -210,7 +253,9 @@ def search_rows(resource: dict[str, Any]) -> SearchRows:
     if waiting:
         keys |= waiting
         keys.add(CONDITIONAL_KEY)
-    keys.update(f"{ENTRY_PATIENT_PREFIX}Patient/{pid}" for pid in entry_patients(resource))
+    if resource.get("resourceType") == "Bundle":
+        keys.update(f"{ENTRY_PATIENT_PREFIX}Patient/{pid}" for pid in entry_patients(resource))
+        keys.update(chain_keys(resource))
     dates: set[tuple[str, str, str]] = set()
     for param, leaves in params.dates.items():
         for path, leaf in leaves:

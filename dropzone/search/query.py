@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from dropzone.search.dates import HIGHEST, LOWEST, date_range
-from dropzone.search.index import REF_PREFIX
+from dropzone.search.index import BUNDLE_CHAINS, REF_PREFIX
 from dropzone.search.table import search_table
 
 DEFAULT_COUNT = 50
@@ -175,7 +175,27 @@ def supported_parameters(rtype: str) -> dict[str, str]:
     out.update({p: "token" for p in params.tokens})
     out.update({p: "date" for p in params.dates})
     out.update({p: "reference" for p in params.references})
+    if rtype == "Bundle":
+        out.update({p: "reference" for p in BUNDLE_CHAINS})
     return dict(sorted(out.items()))
+
+
+def _bundle_chain(name: str, values: list[str]) -> AnyKey:
+    """``composition=Composition/id`` or ``composition.<param>=...`` (and ``message``): the first
+    entry of a document or message Bundle, indexed under the Bundle (``index.chain_keys``)."""
+    head, _, inner = name.partition(".")
+    rtype = BUNDLE_CHAINS[head][1]
+    if not inner:
+        ids = [v.split("/", 1)[1] if v.startswith(f"{rtype}/") else v for v in values]
+        if any("/" in i for i in ids):
+            raise SearchError(f"{head}: this parameter refers to {rtype} only", name)
+        return AnyKey(tuple(f"{head}={rtype}/{i}" for i in ids))
+    params = search_table().params(rtype)
+    if inner in params.tokens:
+        return AnyKey(tuple(f"{head}.{_token(inner, v)}" for v in values))
+    if inner in params.references:
+        return AnyKey(tuple(f"{head}.{k}" for v in values for k in _references(rtype, inner, v)))
+    raise SearchError(f"{name}: chains on {head} support the token and reference parameters of {rtype}", name)
 
 
 def parse_search(rtype: str, items: Iterable[tuple[str, str]]) -> SearchQuery:
@@ -214,6 +234,8 @@ def parse_search(rtype: str, items: Iterable[tuple[str, str]]) -> SearchQuery:
                     raise SearchError("identifier: system| alone is not supported; give system|value", name)
                 pairs.append((system if sep else None, value))
             conditions.append(IdentifierCondition(tuple(pairs)))
+        elif rtype == "Bundle" and name.partition(".")[0] in BUNDLE_CHAINS:
+            conditions.append(_bundle_chain(name, values))
         elif name in params.tokens:
             conditions.append(AnyKey(tuple(_token(name, v) for v in values)))
         elif name in params.references:
