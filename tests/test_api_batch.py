@@ -16,7 +16,9 @@ import psutil
 import pytest
 from api_support import Harness, build, live_server, samples_dir
 
+from dropzone.models import IncomingFile
 from dropzone.pipeline.runner import Pipeline
+from dropzone.sources.folder import FolderSource
 from dropzone.watcher import Watcher
 
 SAMPLES = samples_dir()
@@ -52,6 +54,37 @@ def test_ndjson_upload_is_archived_with_exact_counts(api: Harness) -> None:
     # The same bytes again: the pipeline recognises the content.
     again = upload(api, "acme", "Patient-again.ndjson", data)
     assert api.wait_final("acme", again.json()["status_url"])["state"] == "duplicate"
+
+
+class _HeldMoves(FolderSource):
+    """A folder zone whose moves to archived/ wait until the test lets them go."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.moving = threading.Event()
+        self.release = threading.Event()
+
+    def move(self, file: IncomingFile, dest_key: str) -> str:
+        if dest_key.startswith("archived/"):
+            self.moving.set()
+            assert self.release.wait(30)
+        return super().move(file, dest_key)
+
+
+def test_status_says_processing_until_the_file_is_archived(tmp_path: Path) -> None:
+    """The outcome is committed before the move (crash safety); the status URL must not say
+    archived while the file is still in incoming/."""
+    plain = build(tmp_path)
+    held = _HeldMoves(plain.zone)
+    with live_server(Harness(plain.settings, plain.store, held, plain.creds)) as h:
+        r = upload(h, "acme", "Patient.000.ndjson", (BULK / "Patient.000.ndjson").read_bytes())
+        assert held.moving.wait(30)
+        status = h.client.get(r.json()["status_url"], headers=h.auth("acme")).json()
+        assert status["state"] == "processing"
+        assert len(h.files_under("incoming")) == 1
+        held.release.set()
+        assert h.wait_final("acme", r.json()["status_url"])["state"] == "archived"
+        assert h.files_under("incoming") == []
 
 
 def test_gzip_upload_streamed_in_chunks(api: Harness) -> None:

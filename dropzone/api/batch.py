@@ -230,7 +230,8 @@ def build_status(ctx: ApiContext, receipt: dict[str, Any]) -> BatchStatus:
 def _outcome(record: dict[str, Any]) -> dict[str, Any]:
     """State, counts, error and end of a ledger file record, as BatchStatus fields."""
     state = record.get("state", "processing")
-    if state not in _FINAL_STATES:
+    # settled is False between the committed outcome and the file's move (older records lack it).
+    if state not in _FINAL_STATES or record.get("settled") is False:
         state = "processing"
     error = record.get("error")
     return {

@@ -541,6 +541,9 @@ class Pipeline:
             quality=quality,
             # The top reasons, for status pages; the report has them all.
             reject_reasons=rejects.reason_list()[:20] or None,
+            # False until the file is at its destination: status pages say "processing" until
+            # then, so "archived" never names a file still in incoming/.
+            settled=False,
         )
         self.store.ledger.save_file(record)
         if not self.store.ledger.complete(claim, outcome.value, destination):
@@ -551,14 +554,13 @@ class Pipeline:
         except SourceFileGone:
             # The sender (or an operator) removed the file after we read it: its effect is
             # done, but the ledger must not name a destination that holds nothing.
-            record.update(destination=None, source_gone=True)
+            record.update(destination=None, source_gone=True, settled=True)
             self.store.ledger.save_file(record)
             event(_log, "file.source_gone", logging.WARNING, key=file.key, outcome=outcome.value)
             raise
         self.store.ledger.mark_moved(claim.key)
-        if moved_to != destination:
-            record["destination"] = moved_to
-            self.store.ledger.save_file(record)
+        record.update(destination=moved_to, settled=True)
+        self.store.ledger.save_file(record)
         result = FileResult(
             name=file.name,
             tenant=area_tenant,
@@ -624,8 +626,8 @@ class Pipeline:
             moved_to = self.source.move(file, done["destination"])
             self.store.ledger.mark_moved(done["_id"])
             previous = self.store.ledger.get_file(done["file_id"]) or {}
-            if previous and previous.get("destination") != moved_to:
-                self.store.ledger.save_file({**previous, "destination": moved_to})
+            if previous:
+                self.store.ledger.save_file({**previous, "destination": moved_to, "settled": True})
             outcome = Outcome(done["outcome"])
             counts = Counts(**(previous.get("counts") or {}))
             event(_log, "file.move_completed", key=file.key, outcome=outcome.value, destination=moved_to)
