@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from dropzone.pipeline.streams import LineTooLong, iter_lines
 from processors import fhir_json
 from processors.base import Issue, Processor, Record, Sniffed
+from processors.lines import LineTooLong, iter_lines
 from processors.registry import register
 
 if TYPE_CHECKING:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from dropzone.pipeline.streams import LineTooLong, iter_lines
 from processors import fhir_json
 from processors.base import Issue, Processor, RawParsed, Record, Sniffed
 from processors.fhir_common import repeated_key_issue, shape_issues
 from processors.json_keys import repeated_key
+from processors.lines import LineTooLong, iter_lines
 from processors.registry import register
 
 if TYPE_CHECKING:

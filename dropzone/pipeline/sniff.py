@@ -20,9 +20,10 @@ import ijson
 
 from dropzone.config import PipelineSettings
 from dropzone.errors import FileRejected
-from dropzone.pipeline.streams import check_gzip, is_gzip, iter_lines, open_payload
+from dropzone.pipeline.streams import check_gzip, is_gzip, open_payload
 from processors import fhir_json
 from processors.base import Sniffed
+from processors.lines import iter_lines
 
 HEAD_BYTES = 64 * 1024
 _UTF16_32_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")

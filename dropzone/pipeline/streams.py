@@ -6,7 +6,7 @@ import gzip
 import hashlib
 import io
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -84,33 +84,3 @@ def check_gzip(path: Path, max_decompressed: int) -> None:
     with open_payload(path, True, max_decompressed) as stream:
         while stream.read(_CHUNK):
             pass
-
-
-class LineTooLong:
-    """Marker yielded in place of a line longer than the record limit."""
-
-    __slots__ = ("length",)
-
-    def __init__(self, length: int) -> None:
-        self.length = length
-
-
-def iter_lines(stream: BinaryIO, max_len: int) -> Iterator[tuple[int, bytes | LineTooLong]]:
-    """Yield (1-based line number, line without newline); over-long lines are skipped unread
-    beyond the limit and reported as LineTooLong, so memory stays bounded by ``max_len``."""
-    lineno = 0
-    while True:
-        line = stream.readline(max_len + 1)
-        if not line:
-            return
-        lineno += 1
-        if len(line) > max_len and not line.endswith(b"\n"):
-            length = len(line)
-            while True:
-                rest = stream.readline(_CHUNK)
-                length += len(rest)
-                if not rest or rest.endswith(b"\n"):
-                    break
-            yield lineno, LineTooLong(length)
-            continue
-        yield lineno, line.rstrip(b"\r\n")
