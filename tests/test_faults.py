@@ -21,11 +21,11 @@ from dropzone.errors import ConfigError
 from dropzone.models import Outcome
 from dropzone.pipeline import runner
 from dropzone.pipeline.runner import Pipeline
-from dropzone.pipeline.validate import validate_resource
 from dropzone.service import check_writable_paths
 from dropzone.sources.base import fit_name, with_suffix_number
 from dropzone.sources.folder import FolderSource
 from dropzone.store.memory import MemoryStore
+from dropzone.validation import validate_resource
 from dropzone.watcher import Readiness, Watcher
 
 PATIENTS = BULK / "Patient.000.ndjson"

@@ -1,14 +1,16 @@
 """Records -> validated resources -> store, in batches, using every core.
 
-Per batch, in two trips to the process pool with the store lookup in between:
+Per batch, in two trips to the process pool with the store lookups in between:
 
 1. records that carry bytes (``Record.raw``: NDJSON lines) are parsed, checked, hashed and
    serialised in a worker (``digest``); records a processor parsed itself are hashed here;
-2. resources whose canonical hash is already stored skip validation (a re-ingest costs little
-   more than parsing); the rest are validated in a worker.
+2. this process looks up the stored hashes and the targets of conditional references
+   (``dropzone.search.references``: a reference that matches exactly one stored resource is
+   rewritten to ``Type/id``); a worker rewrites those references and validates what is not
+   already stored (``settle``), so a re-ingest costs little more than parsing.
 
-Before a batch is stored, conditional references that match exactly one stored resource are
-rewritten to ``Type/id`` (``dropzone.search.references``).
+A conditional reference whose target an earlier batch of the same file brought is rewritten
+here just before its batch is stored.
 
 Several batches are in each stage at once, so the workers parse and validate while this process
 stores; batches are stored strictly in file order, so when one id appears twice the later copy
@@ -27,8 +29,10 @@ from dropzone.models import Counts
 from dropzone.pipeline.digest import TOO_DEEP, RawOutcome, TooDeep, digest_raws, digest_resource
 from dropzone.pipeline.lease import Heartbeat
 from dropzone.pipeline.report import RejectLog
-from dropzone.pipeline.validate import Failures, Validator
+from dropzone.pipeline.settle import Item, Settled, settle
+from dropzone.pipeline.validate import Validator
 from dropzone.quality.profile import QualityProfile
+from dropzone.search.index import CONDITIONAL_KEY
 from dropzone.search.references import ConditionalResolver
 from dropzone.store.base import Existing, ResourceStore, ResourceWrite
 from processors.base import Issue, RawParsed, Record
@@ -91,8 +95,8 @@ class _Batch:
     writes: list[list[ResourceWrite]]  # per record
     raw_positions: list[int] = field(default_factory=list)  # records the pool parses
     parsing: Future[list[RawOutcome]] | None = None
-    to_validate: list[tuple[int, int]] = field(default_factory=list)  # (record, resource) sent
-    validating: Future[Failures] | None = None
+    to_settle: list[tuple[int, int]] = field(default_factory=list)  # (record, resource) sent
+    settling: Future[list[Settled]] | None = None
     # The store's answer for every resource of the batch, as of the lookup; entries are dropped
     # when an earlier batch writes them, so upsert asks again only for those.
     known: Known | None = None
@@ -237,16 +241,19 @@ class Loader:
             for rid in ids:
                 known[(rtype, rid)] = found.get(rid)
         batch.known = known
-        result.times.store += time.perf_counter() - started
-        bodies: list[bytes] = []
+        items: list[Item] = []
         for r_pos, row in enumerate(batch.writes):
             for w_pos, w in enumerate(row):
                 stored = known.get((w.type, w.id))
-                if stored is None or stored.hash != w.hash:
-                    batch.to_validate.append((r_pos, w_pos))
-                    bodies.append(w.text())
-        if bodies:
-            batch.validating = self.validator.validate(bodies)
+                stored_hash = stored.hash if stored is not None else None
+                keys = w.search_rows()[0]
+                targets = self.references.targets(keys) if CONDITIONAL_KEY in keys else None
+                if targets or stored_hash != w.hash:
+                    batch.to_settle.append((r_pos, w_pos))
+                    items.append((w.text(), targets or None, stored_hash))
+        result.times.store += time.perf_counter() - started
+        if items:
+            batch.settling = self.validator.call(settle, items)
         return batch
 
     def _finish(
@@ -259,13 +266,17 @@ class Loader:
         file_sha256: str,
     ) -> None:
         failed: dict[int, list[Issue]] = {}
-        if batch.validating is not None:
+        if batch.settling is not None:
             started = time.perf_counter()
-            failures = self.validator.result(batch.validating)
+            settled = self.validator.result(batch.settling)
             result.times.validate += time.perf_counter() - started
-            for pos, issues in failures:
-                r_pos, _ = batch.to_validate[pos]
-                failed.setdefault(r_pos, []).extend(Issue(*i) for i in issues)
+            for (r_pos, w_pos), (digest, issues) in zip(batch.to_settle, settled, strict=True):
+                if digest is not None:
+                    batch.writes[r_pos][w_pos] = ResourceWrite(
+                        digest[0], digest[1], None, digest[2], digest[3], digest[4], digest[5]
+                    )
+                if issues:
+                    failed.setdefault(r_pos, []).extend(Issue(*i) for i in issues)
         counts = result.counts
         good: list[tuple[Record, list[ResourceWrite]]] = []
         for r_pos, record in enumerate(batch.records):

@@ -19,26 +19,13 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from dropzone.errors import TransientError
-from dropzone.validation import model, validate_resource
-from processors import fhir_json
+from dropzone.validation import model
 
 _PR_SET_PDEATHSIG = 1
 _PARENT_CHECK_SECONDS = 1.0
 
 
-Failures = list[tuple[int, list[tuple[str, str, str | None]]]]
 T = TypeVar("T")
-
-
-def validate_blob(blob: bytes) -> Failures:
-    """Pool entry point: an orjson array of resources -> (position, issues) for failures only.
-    Bytes in and tuples out keep pickling cheap."""
-    failures = []
-    for pos, resource in enumerate(fhir_json.loads(blob)):
-        issues = validate_resource(resource)
-        if issues:
-            failures.append((pos, [(i.code, i.message, i.path) for i in issues]))
-    return failures
 
 
 def _die_with(parent_pid: int) -> None:
@@ -84,8 +71,9 @@ class ValidatorCrashed(TransientError):
 
 
 class Validator:
-    """Validates batches in ``workers`` processes (0 = in this process); the same pool parses
-    raw records (``dropzone.pipeline.digest``)."""
+    """The pool of ``workers`` processes (0 = in this process) that parses raw records
+    (``dropzone.pipeline.digest``) and rewrites and validates resources
+    (``dropzone.pipeline.settle``)."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -100,11 +88,6 @@ class Validator:
                 self.workers, mp_context=context, initializer=_warm_up, initargs=(os.getpid(),)
             )
         return self._pool
-
-    def validate(self, bodies: list[bytes]) -> Future[Failures]:
-        """Validate resources given as JSON text (``fhir_json.dumps``): the future's result is
-        ``(position, issues)`` for the failures only."""
-        return self.call(validate_blob, b"[" + b",".join(bodies) + b"]")
 
     def call(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Run ``fn(*args)`` in a worker (``fn`` importable by name), or here with 0 workers."""

@@ -15,13 +15,12 @@ five example source ids. Reference text and identifier values never appear in it
 
 from __future__ import annotations
 
-import copy
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dropzone.log import event
 from dropzone.search.index import (
@@ -34,6 +33,10 @@ from dropzone.search.index import (
     waiting_key,
 )
 from dropzone.store.base import ResourceStore, ResourceWrite
+from processors import fhir_json
+
+if TYPE_CHECKING:
+    from dropzone.pipeline.digest import Digest
 
 _log = logging.getLogger("dropzone.references")
 ORIGINAL_REFERENCE_URL = "urn:dropzone:fhir:original-reference"
@@ -58,10 +61,6 @@ class ConditionalResolver:
             self._answers[reference] = self._match(*parsed) if parsed is not None else None
         return self._answers[reference]
 
-    def _waiting_resolves(self, key: str) -> bool:
-        rtype, system, value = key[len(WAITING_PREFIX) :].split("|", 2)
-        return self.unique(rtype, None if system == "*" else system, value)
-
     def unique(self, rtype: str, system: str | None, value: str) -> bool:
         """Whether exactly one stored ``rtype`` has this identifier."""
         return self._match(rtype, system, value) is not None
@@ -83,27 +82,28 @@ class ConditionalResolver:
         self._matches = {k: v for k, v in self._matches.items() if k[0] not in written}
         self._answers = {k: v for k, v in self._answers.items() if k.split("?", 1)[0] not in written}
 
-    def rewrite(self, resource: dict[str, Any]) -> dict[str, Any] | None:
-        """A copy with every resolvable conditional reference rewritten, or None if none is
-        (then nothing is copied: most unresolved references stay unresolved file after file)."""
-        paths = [
-            path
-            for path in reference_paths(resource.get("resourceType", ""))
-            if any(_conditional(v) and self.target(v["reference"]) for v in values_at(resource, path))
-        ]
-        if not paths:
-            return None
-        out = copy.deepcopy(resource)
-        for path in paths:
-            for value in values_at(out, path):
-                target = self.target(value["reference"]) if _conditional(value) else None
+    def targets(self, keys: Iterable[str]) -> dict[str, str]:
+        """Of these search keys, the waiting keys that now name exactly one stored resource,
+        each with that resource's ``Type/id`` (what ``rewrite_conditional`` takes)."""
+        out = {}
+        for key in keys:
+            if key.startswith(WAITING_PREFIX):
+                rtype, system, value = key[len(WAITING_PREFIX) :].split("|", 2)
+                target = self._match(rtype, None if system == "*" else system, value)
                 if target is not None:
-                    original = value["reference"]
-                    value["reference"] = target
-                    value["extension"] = [
-                        *value.get("extension", []),
-                        {"url": ORIGINAL_REFERENCE_URL, "valueString": original},
-                    ]
+                    out[key] = target
+        return out
+
+    def conditional_targets(self, resource: dict[str, Any]) -> dict[str, str]:
+        """The targets of ``resource``'s conditional references that resolve, by waiting key."""
+        out = {}
+        for path in reference_paths(resource.get("resourceType", "")):
+            for value in values_at(resource, path):
+                key = _waiting_key_of(value)
+                if key is not None and key not in out:
+                    target = self.target(value["reference"])
+                    if target is not None:
+                        out[key] = target
         return out
 
     def apply(self, write: ResourceWrite) -> ResourceWrite:
@@ -113,10 +113,12 @@ class ConditionalResolver:
             return write
         # The waiting keys name each conditional reference's type and identifier: when none
         # resolves, the resource is not even parsed.
-        if not any(self._waiting_resolves(k) for k in keys if k.startswith(WAITING_PREFIX)):
+        targets = self.targets(keys)
+        if not targets:
             return write
-        rewritten = self.rewrite(write.content())
-        if rewritten is None:
+        # A fresh parse of the text is the copy (several times cheaper than copy.deepcopy).
+        rewritten = fhir_json.loads(write.text())
+        if not rewrite_conditional(rewritten, targets):
             return write
         from dropzone.pipeline.digest import digest_resource  # the pipeline imports the store
 
@@ -124,17 +126,55 @@ class ConditionalResolver:
         return ResourceWrite(rtype, rid, rewritten, digest, body, identifiers, index)
 
 
+def rewrite_conditional(resource: dict[str, Any], targets: Mapping[str, str]) -> bool:
+    """In place: every conditional reference whose waiting key is in ``targets`` becomes that
+    ``Type/id``, the reference as sent kept in an extension. Pure (no store), so pool workers
+    run it with the targets the main process looked up. Returns whether anything changed."""
+    changed = False
+    for path in reference_paths(resource.get("resourceType", "")):
+        for value in values_at(resource, path):
+            key = _waiting_key_of(value)
+            target = targets.get(key) if key is not None else None
+            if target is not None:
+                original = value["reference"]
+                value["reference"] = target
+                value["extension"] = [
+                    *value.get("extension", []),
+                    {"url": ORIGINAL_REFERENCE_URL, "valueString": original},
+                ]
+                changed = True
+    return changed
+
+
+def _waiting_key_of(value: Any) -> str | None:
+    if not _conditional(value):
+        return None
+    parsed = parse_conditional(value["reference"])
+    return waiting_key(*parsed) if parsed is not None else None
+
+
 def _conditional(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get("reference"), str) and "?" in value["reference"]
 
 
+# Stored resources to rewrite: (JSON text, targets by waiting key) -> per item its new digest,
+# or None when nothing changed (``dropzone.pipeline.settle.rewrite_digests``, maybe in a pool).
+Rewrite = Callable[[list[tuple[bytes, dict[str, str]]]], "list[Digest | None]"]
+
+
 def resolve_pending(
-    store: ResourceStore, tenant: str, identifiers: Iterable[tuple[str, str, str]] | None = None
+    store: ResourceStore,
+    tenant: str,
+    identifiers: Iterable[tuple[str, str, str]] | None = None,
+    rewrite: Rewrite | None = None,
 ) -> int:
     """Rewrite stored resources whose conditional references now resolve (new versions).
     ``identifiers``: (type, system, value) of what was just stored, so that only resources
-    waiting for those are read; None reads every resource still holding one. Returns how many
+    waiting for those are read; None reads every resource still holding one. ``rewrite`` does
+    the rewriting and hashing (the pipeline passes its pool; default: here). Returns how many
     resources changed."""
+    if rewrite is None:
+        from dropzone.pipeline.settle import rewrite_digests as rewrite  # the pipeline imports us
     resolver = ConditionalResolver(store, tenant)
     types = store.resource_types()
     if identifiers is None:
@@ -157,12 +197,18 @@ def resolve_pending(
     for rtype, id_set in pending.items():
         ids = sorted(id_set)
         for start in range(0, len(ids), 500):
-            writes = []
+            items = []
             for resource in store.get_many(tenant, rtype, ids[start : start + 500]).values():
-                stored = ResourceWrite(rtype, resource["id"], _without_server_meta(resource), "")
-                write = resolver.apply(stored)
-                if write is not stored:
-                    writes.append(write)
+                content = _without_server_meta(resource)
+                targets = resolver.conditional_targets(content)
+                if targets:
+                    items.append((fhir_json.dumps(content), targets))
+            writes = [
+                ResourceWrite(t, i, None, h, body, idents, index)
+                for digest in (rewrite(items) if items else [])
+                if digest is not None
+                for t, i, h, body, idents, index in (digest,)
+            ]
             if writes:
                 changed += store.upsert(tenant, writes, None, durable=False).loaded
     if changed:

@@ -1,0 +1,54 @@
+"""The second pool trip of a batch, for the resources the store lookup did not settle: their
+conditional references rewritten to the targets the main process found, then validation.
+
+The main process only looks up (hashes in the store, identifiers of reference targets); the
+parsing, rewriting, re-hashing and validating happen here, in a worker. A resource whose
+rewritten form hashes to what is stored is unchanged and is not validated again: what is
+stored was valid when it was stored. Bytes in and plain tuples out keep pickling cheap.
+"""
+
+from __future__ import annotations
+
+from dropzone.pipeline.digest import TOO_DEEP, Digest, IssueTuple, TooDeep, digest_resource
+from dropzone.search.references import rewrite_conditional
+from dropzone.validation import validate_resource
+from processors import fhir_json
+
+# JSON text, targets of its conditional references by waiting key (None: no rewriting), hash
+# the store holds for it (None: not stored).
+Item = tuple[bytes, dict[str, str] | None, str | None]
+# The new digest when a reference was rewritten, and the validation issues (none when valid or
+# unchanged).
+Settled = tuple[Digest | None, list[IssueTuple]]
+
+
+def settle(items: list[Item]) -> list[Settled]:
+    """Pool entry point: one outcome per item, in order."""
+    out: list[Settled] = []
+    for body, targets, stored_hash in items:
+        resource = fhir_json.loads(body)
+        digest = None
+        if targets and rewrite_conditional(resource, targets):
+            try:
+                digest = digest_resource(resource)
+            except TooDeep:
+                out.append((None, [(TOO_DEEP.code, TOO_DEEP.message, TOO_DEEP.path)]))
+                continue
+            if digest[2] == stored_hash:
+                out.append((digest, []))
+                continue
+        out.append((digest, [(i.code, i.message, i.path) for i in validate_resource(resource)]))
+    return out
+
+
+def rewrite_digests(items: list[tuple[bytes, dict[str, str]]]) -> list[Digest | None]:
+    """Pool entry point for ``resolve_pending``: stored resources (valid when stored; a rewritten
+    reference keeps them valid) rewritten and digested; None where nothing changed."""
+    out: list[Digest | None] = []
+    for body, targets in items:
+        resource = fhir_json.loads(body)
+        try:
+            out.append(digest_resource(resource) if rewrite_conditional(resource, targets) else None)
+        except TooDeep:
+            out.append(None)  # the extension would nest it too deeply: it stays as sent
+    return out
