@@ -315,3 +315,28 @@ def test_an_index_computed_another_way_is_rebuilt_on_open(tmp_path: Path) -> Non
     rows = store.database.read("SELECT count(*) FROM search_keys WHERE id = 'o-1'")
     assert rows == [(5,)]  # code and status (2 keys each), subject; nothing left of p-1
     store.close()
+
+
+def test_a_write_naming_the_version_it_replaces_removes_that_versions_index_rows(tmp_path: Path) -> None:
+    """``ResourceWrite.replaces`` (what resolve_pending's workers send) saves re-indexing the old
+    body, but only while the stored hash is the one named: a stale one falls back to the body."""
+    from dropzone.search.index import search_rows
+
+    store = SqliteStore(tmp_path / "db.sqlite")
+    first = _observation("o-1", "p-1")
+    store.resources.upsert("acme", [_write(first)], None)
+    second = _observation("o-1", "p-2")
+    named = ResourceWrite("Observation", "o-1", second, resource_hash(second))
+    named.replaces = (resource_hash(first), search_rows(first))
+    store.resources.upsert("acme", [named], None)
+    assert _search_ids(store, patient="p-1") == [] and _search_ids(store, patient="p-2") == ["o-1"]
+    # Stale: names the first version while the second is stored. Its rows must not be trusted
+    # (they would leave p-2's rows behind); the stored body says what to remove.
+    third = _observation("o-1", "p-3")
+    stale = ResourceWrite("Observation", "o-1", third, resource_hash(third))
+    stale.replaces = (resource_hash(first), search_rows(first))
+    store.resources.upsert("acme", [stale], None)
+    assert _search_ids(store, patient="p-2") == [] and _search_ids(store, patient="p-3") == ["o-1"]
+    rows = store.database.read("SELECT count(*) FROM search_keys WHERE id = 'o-1'")
+    assert rows == [(5,)]
+    store.close()

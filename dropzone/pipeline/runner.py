@@ -39,13 +39,12 @@ from dropzone.errors import (
 )
 from dropzone.log import event
 from dropzone.models import Counts, FileResult, IncomingFile, Outcome
-from dropzone.pipeline.digest import Digest
 from dropzone.pipeline.gctune import tune_gc
 from dropzone.pipeline.lease import Heartbeat, LeaseLost
 from dropzone.pipeline.loader import Loader, LoadResult
 from dropzone.pipeline.malloc_tune import fix_mmap_threshold
 from dropzone.pipeline.report import RejectLog, build_report
-from dropzone.pipeline.settle import rewrite_digests
+from dropzone.pipeline.settle import Rewritten, rewrite_digests
 from dropzone.pipeline.sniff import sniff
 from dropzone.pipeline.streams import open_payload, sha256_file
 from dropzone.pipeline.validate import Validator
@@ -424,14 +423,16 @@ class Pipeline:
         except Exception as err:
             event(_log, "references.resolve_failed", logging.WARNING, key=file.key, error=type(err).__name__)
 
-    def _rewrite_in_pool(self, items: list[tuple[bytes, dict[str, str]]]) -> list[Digest | None]:
-        """``resolve_pending``'s rewriting and hashing, split over the pool's workers."""
+    def _rewrite_in_pool(
+        self, items: list[tuple[bytes, dict[str, str]]]
+    ) -> Callable[[], list[Rewritten | None]]:
+        """``resolve_pending``'s rewriting and hashing, started on the pool's workers."""
         share = -(-len(items) // max(1, self.validator.workers))
         futures = [
             self.validator.call(rewrite_digests, items[start : start + share])
             for start in range(0, len(items), share)
         ]
-        return [digest for future in futures for digest in self.validator.result(future)]
+        return lambda: [outcome for future in futures for outcome in self.validator.result(future)]
 
     def _atomic(self, processor: Processor, tenant: TenantSettings | None) -> bool:
         try:

@@ -9,7 +9,9 @@ stored was valid when it was stored. Bytes in and plain tuples out keep pickling
 
 from __future__ import annotations
 
+from dropzone.pipeline.canonical import resource_hash
 from dropzone.pipeline.digest import TOO_DEEP, Digest, IssueTuple, TooDeep, digest_resource
+from dropzone.search.index import SearchRows, search_rows
 from dropzone.search.references import rewrite_conditional
 from dropzone.validation import validate_resource
 from processors import fhir_json
@@ -17,6 +19,8 @@ from processors import fhir_json
 # JSON text, targets of its conditional references by waiting key (None: no rewriting), hash
 # the store holds for it (None: not stored).
 Item = tuple[bytes, dict[str, str] | None, str | None]
+# A stored resource rewritten: its digest, and (hash, search rows) of the version it replaces.
+Rewritten = tuple[Digest, tuple[str, SearchRows]]
 # The new digest when a reference was rewritten, and the validation issues (none when valid or
 # unchanged).
 Settled = tuple[Digest | None, list[IssueTuple]]
@@ -41,14 +45,19 @@ def settle(items: list[Item]) -> list[Settled]:
     return out
 
 
-def rewrite_digests(items: list[tuple[bytes, dict[str, str]]]) -> list[Digest | None]:
+def rewrite_digests(items: list[tuple[bytes, dict[str, str]]]) -> list[Rewritten | None]:
     """Pool entry point for ``resolve_pending``: stored resources (valid when stored; a rewritten
-    reference keeps them valid) rewritten and digested; None where nothing changed."""
-    out: list[Digest | None] = []
+    reference keeps them valid) rewritten and digested, each with the canonical hash and search
+    rows of the version it was made from (the store then need not index that one again); None
+    where nothing changed."""
+    out: list[Rewritten | None] = []
     for body, targets in items:
         resource = fhir_json.loads(body)
         try:
-            out.append(digest_resource(resource) if rewrite_conditional(resource, targets) else None)
-        except TooDeep:
+            before = (resource_hash(resource), search_rows(resource))
+            out.append(
+                (digest_resource(resource), before) if rewrite_conditional(resource, targets) else None
+            )
+        except (TooDeep, fhir_json.JSONEncodeError, RecursionError):
             out.append(None)  # the extension would nest it too deeply: it stays as sent
     return out

@@ -36,7 +36,7 @@ from dropzone.store.base import ResourceStore, ResourceWrite
 from processors import fhir_json
 
 if TYPE_CHECKING:
-    from dropzone.pipeline.digest import Digest
+    from dropzone.pipeline.settle import Rewritten
 
 _log = logging.getLogger("dropzone.references")
 ORIGINAL_REFERENCE_URL = "urn:dropzone:fhir:original-reference"
@@ -157,24 +157,30 @@ def _conditional(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get("reference"), str) and "?" in value["reference"]
 
 
-# Stored resources to rewrite: (JSON text, targets by waiting key) -> per item its new digest,
-# or None when nothing changed (``dropzone.pipeline.settle.rewrite_digests``, maybe in a pool).
-Rewrite = Callable[[list[tuple[bytes, dict[str, str]]]], "list[Digest | None]"]
+# Starts rewriting stored resources, each (JSON text, targets by waiting key), and returns what
+# waits for the outcome: per item its rewrite, or None when nothing changed
+# (``dropzone.pipeline.settle.rewrite_digests``; the pipeline runs it in its pool).
+Submit = Callable[[list[tuple[bytes, dict[str, str]]]], Callable[[], "list[Rewritten | None]"]]
+
+
+def _here(items: list[tuple[bytes, dict[str, str]]]) -> Callable[[], list[Rewritten | None]]:
+    from dropzone.pipeline.settle import rewrite_digests  # the pipeline imports the store
+
+    done = rewrite_digests(items)
+    return lambda: done
 
 
 def resolve_pending(
     store: ResourceStore,
     tenant: str,
     identifiers: Iterable[tuple[str, str, str]] | None = None,
-    rewrite: Rewrite | None = None,
+    submit: Submit | None = None,
 ) -> int:
     """Rewrite stored resources whose conditional references now resolve (new versions).
     ``identifiers``: (type, system, value) of what was just stored, so that only resources
-    waiting for those are read; None reads every resource still holding one. ``rewrite`` does
-    the rewriting and hashing (the pipeline passes its pool; default: here). Returns how many
-    resources changed."""
-    if rewrite is None:
-        from dropzone.pipeline.settle import rewrite_digests as rewrite  # the pipeline imports us
+    waiting for those are read; None reads every resource still holding one. ``submit`` does
+    the rewriting and hashing (the pipeline passes its pool, so this process reads the next
+    chunk meanwhile; default: here). Returns how many resources changed."""
     resolver = ConditionalResolver(store, tenant)
     types = store.resource_types()
     if identifiers is None:
@@ -193,27 +199,42 @@ def resolve_pending(
     pending: dict[str, set[str]] = defaultdict(set)
     for rtype, rid, _key in rows:
         pending[rtype].add(rid)
+    chunks = [
+        (rtype, ordered[start : start + 500])
+        for rtype, ids in pending.items()
+        for ordered in (sorted(ids),)
+        for start in range(0, len(ordered), 500)
+    ]
+    start_rewrite = submit or _here
     changed = 0
-    for rtype, id_set in pending.items():
-        ids = sorted(id_set)
-        for start in range(0, len(ids), 500):
-            items = []
-            for resource in store.get_many(tenant, rtype, ids[start : start + 500]).values():
-                content = _without_server_meta(resource)
-                targets = resolver.conditional_targets(content)
-                if targets:
-                    items.append((fhir_json.dumps(content), targets))
-            writes = [
-                ResourceWrite(t, i, None, h, body, idents, index)
-                for digest in (rewrite(items) if items else [])
-                if digest is not None
-                for t, i, h, body, idents, index in (digest,)
-            ]
-            if writes:
-                changed += store.upsert(tenant, writes, None, durable=False).loaded
+    previous: Callable[[], list[Rewritten | None]] | None = None
+    for rtype, ids in chunks:
+        items = []
+        for resource in store.get_many(tenant, rtype, ids).values():
+            content = _without_server_meta(resource)
+            targets = resolver.conditional_targets(content)
+            if targets:
+                items.append((fhir_json.dumps(content), targets))
+        # The workers rewrite this chunk while the previous one is stored (other resources).
+        current = start_rewrite(items) if items else None
+        if previous is not None:
+            changed += _store_rewritten(store, tenant, previous())
+        previous = current
+    if previous is not None:
+        changed += _store_rewritten(store, tenant, previous())
     if changed:
         event(_log, "references.resolved", tenant=tenant, resources=changed)
     return changed
+
+
+def _store_rewritten(store: ResourceStore, tenant: str, outcomes: list[Rewritten | None]) -> int:
+    writes = [
+        ResourceWrite(t, i, None, h, body, idents, index, replaces=before)
+        for outcome in outcomes
+        if outcome is not None
+        for (t, i, h, body, idents, index), before in (outcome,)
+    ]
+    return store.upsert(tenant, writes, None, durable=False).loaded if writes else 0
 
 
 def _without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:

@@ -46,7 +46,10 @@ class ResourceWrite:
     """One resource to store. ``resource`` or ``body`` (its JSON text, as ``fhir_json.dumps``
     writes it) or both: the pipeline hands over the text its workers made, and a store that
     keeps text (SQLite) never parses it again. ``identifiers``: (value, system) pairs of
-    ``identifier``, and ``index`` its search rows, when already known."""
+    ``identifier``, and ``index`` its search rows, when already known. ``replaces``: (hash,
+    search rows) of the stored version this write was made from, when known (a store that
+    must delete the old version's index rows then need not read and index it again; it checks
+    the hash is still the stored one)."""
 
     type: str
     id: str
@@ -55,6 +58,7 @@ class ResourceWrite:
     body: bytes | None = None
     identifiers: list[tuple[str, str]] | None = None
     index: SearchRows | None = None
+    replaces: tuple[str, SearchRows] | None = None
 
     def content(self) -> dict[str, Any]:
         if self.resource is None:

@@ -288,6 +288,32 @@ def _stored_search_rows(
     return found
 
 
+def _replaced_search_rows(
+    conn: sqlite3.Connection, docs: Sequence[_Row]
+) -> list[tuple[str, str, str, SearchRows]]:
+    """The index rows of the stored versions ``docs`` replace: the ones their writers sent
+    where the stored hash is still the one they were made from, else from the stored bodies."""
+    given = {doc[2]: doc[11] for doc in docs if doc[11] is not None}
+    current: dict[tuple[str, str], str] = {}
+    for tenant, rtype in {(doc[0], doc[1]) for doc in docs if doc[2] in given}:
+        ids = [doc[2] for doc in docs if doc[0] == tenant and doc[1] == rtype and doc[2] in given]
+        for chunk in _chunks(ids):
+            marks = ",".join("?" * len(chunk))
+            for rid, digest in conn.execute(
+                f"SELECT id, hash FROM resources WHERE tenant = ? AND type = ? AND id IN ({marks})",
+                (tenant, rtype, *chunk),
+            ):
+                current[(tenant, rid)] = digest
+    found, unknown = [], []
+    for doc in docs:
+        replaced = doc[11]
+        if replaced is not None and current.get((doc[0], doc[2])) == replaced[0]:
+            found.append((doc[0], doc[1], doc[2], replaced[1]))
+        else:
+            unknown.append(doc[:3])
+    return found + _stored_search_rows(conn, unknown)
+
+
 def _delete_search_rows(conn: sqlite3.Connection, rows: list[tuple[str, str, str, SearchRows]]) -> None:
     conn.executemany(
         "DELETE FROM search_keys WHERE tenant = ? AND key = ? AND type = ? AND id = ?",
@@ -375,8 +401,21 @@ def _resource(version: int, last_ingested: str, body: str) -> dict[str, Any]:
 
 
 # tenant, type, id, version, hash, file_sha256, first_ingested, last_ingested, body, identifiers,
-# search rows
-_Row = tuple[str, str, str, int, str, str | None, str, str, str, list[tuple[str, str]], SearchRows]
+# search rows, (hash, search rows) of the version it replaces when the writer knew them
+_Row = tuple[
+    str,
+    str,
+    str,
+    int,
+    str,
+    str | None,
+    str,
+    str,
+    str,
+    list[tuple[str, str]],
+    SearchRows,
+    tuple[str, SearchRows] | None,
+]
 
 _COLUMNS = "tenant, type, id, version, hash, file_sha256, first_ingested, last_ingested, body"
 
@@ -432,6 +471,7 @@ class SqliteResourceStore(ResourceStore):
             write.text().decode(),
             write.identifier_rows(),
             write.search_rows(),
+            write.replaces,
         )
 
     @_translated
@@ -451,7 +491,7 @@ class SqliteResourceStore(ResourceStore):
             identifiers = [(doc[0], rtype, value, system, doc[2]) for doc in docs for value, system in doc[9]]
             # The index rows of the versions being replaced, from their bodies (the index has no
             # owner index: it would double every insert's cost).
-            old_rows = _stored_search_rows(conn, identities)
+            old_rows = _replaced_search_rows(conn, [doc for doc in docs if doc[3] != 1])
             conn.executemany(
                 f"INSERT INTO resources ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (tenant, type, id) DO UPDATE SET version = excluded.version, "
