@@ -216,3 +216,28 @@ def test_a_retried_file_does_not_write_again_what_another_file_changed_since(any
     again = any_store.resources.upsert("t1", [write(male)], "file-c")
     assert again.loaded == 1
     assert any_store.resources.get_document("t1", "Patient", "p0")["meta"]["versionId"] == "3"
+
+
+def test_keyed_follows_updates_and_deletes_of_the_keys_it_finds(any_store: Store) -> None:
+    """``keyed`` (what resolve_pending asks after every file; the memory store keeps an index of
+    the internal ``~`` keys for it) answers from the current versions only."""
+    from dropzone.search.index import CONDITIONAL_KEY, waiting_key
+
+    waiting = waiting_key("Patient", "urn:mrn", "m1")
+    waiter = observation("o1", "x") | {"subject": {"reference": "Patient?identifier=urn:mrn|m1"}}
+    other = observation("o2", "p9")
+    resources = any_store.resources
+    resources.upsert("t1", [write(waiter), write(other)], None)
+    resources.upsert("t2", [write(waiter)], None)
+    types = ["Patient", "Observation"]
+    assert sorted(resources.keyed("t1", [waiting, CONDITIONAL_KEY], types)) == [
+        ("Observation", "o1", CONDITIONAL_KEY),
+        ("Observation", "o1", waiting),
+    ]
+    assert resources.keys_present("t1", [waiting, waiting_key("Patient", None, "nobody")], types) == {waiting}
+    assert resources.keyed("t1", [waiting], ["Patient"]) == []  # not among the types asked
+    resources.upsert("t1", [write(observation("o1", "p1"))], None)  # the reference resolved
+    assert resources.keyed("t1", [waiting, CONDITIONAL_KEY], types) == []
+    assert resources.keyed("t2", [waiting], types) == [("Observation", "o1", waiting)]
+    resources.delete("t2", "Observation", "o1")
+    assert resources.keyed("t2", [waiting], types) == []

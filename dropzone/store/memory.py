@@ -32,6 +32,9 @@ from dropzone.store.base import (
 )
 from processors import fhir_json
 
+# Keys of the search index that no search parameter has: the pipeline's own (see ``_internal_keys``).
+INTERNAL_PREFIX = "~"
+
 
 class MemoryResourceStore(ResourceStore):
     """Documents are held as JSON bytes (``fhir_json``: numbers keep their exact digits), with
@@ -54,6 +57,10 @@ class MemoryResourceStore(ResourceStore):
         # (resourceType, document id) -> [(version, document bytes)]
         self._history: dict[tuple[str, str], list[tuple[int, bytes]]] = defaultdict(list)
         self._by_identifier: dict[tuple[str, str, str | None, str], set[str]] = defaultdict(set)
+        # (tenant, key) -> {(resourceType, id)} for the few internal ``~`` keys of each resource
+        # (conditional references waiting for a target, Bundle entries' patients), which the
+        # pipeline asks after every file: a scan there made ingest quadratic.
+        self._internal_keys: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
 
     @property
     def _docs(self) -> dict[str, Mapping[str, dict[str, Any]]]:
@@ -118,10 +125,22 @@ class MemoryResourceStore(ResourceStore):
     def _index(self, rtype: str, doc: dict[str, Any]) -> None:
         for key in self._identifier_keys(rtype, doc):
             self._by_identifier[key].add(doc["id"])
+        tenant = doc[META_KEY]["tenant"]
+        for key in doc[META_KEY].get("keys", ()):
+            if key.startswith(INTERNAL_PREFIX):
+                self._internal_keys[(tenant, key)].add((rtype, doc["id"]))
 
     def _unindex(self, rtype: str, doc: dict[str, Any]) -> None:
         for key in self._identifier_keys(rtype, doc):
             self._by_identifier[key].discard(doc["id"])
+        tenant = doc[META_KEY]["tenant"]
+        for key in doc[META_KEY].get("keys", ()):
+            if key.startswith(INTERNAL_PREFIX):
+                holders = self._internal_keys.get((tenant, key))
+                if holders is not None:
+                    holders.discard((rtype, doc["id"]))
+                    if not holders:
+                        del self._internal_keys[(tenant, key)]
 
     def get_document(self, tenant: str, rtype: str, resource_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -218,6 +237,16 @@ class MemoryResourceStore(ResourceStore):
 
     def keyed(self, tenant: str, keys: Sequence[str], types: Iterable[str]) -> list[tuple[str, str, str]]:
         wanted = set(keys)
+        if all(key.startswith(INTERNAL_PREFIX) for key in wanted):
+            order = {rtype: position for position, rtype in enumerate(types)}
+            with self._lock:
+                rows = [
+                    (rtype, rid, key)
+                    for key in wanted
+                    for rtype, rid in self._internal_keys.get((tenant, key), ())
+                    if rtype in order
+                ]
+            return sorted(rows, key=lambda row: (order[row[0]], row[1], row[2]))
         found = []
         for rtype in types:
             for doc in self._tenant_documents(tenant, rtype):
