@@ -20,6 +20,7 @@ from dropzone.config import Settings
 from dropzone.errors import TransientError
 from dropzone.log import event
 from dropzone.models import FileResult, IncomingFile
+from dropzone.pipeline.order import processing_order
 from dropzone.pipeline.runner import Pipeline
 from dropzone.sources.base import Source
 
@@ -137,7 +138,7 @@ class Watcher:
 
     def _process(self, files: list[IncomingFile], stop: threading.Event) -> list[FileResult]:
         results = []
-        for file in sorted(files, key=lambda f: (f.mtime, f.key)):
+        for file in processing_order(files):
             if stop.is_set():
                 break
             result = self.pipeline.process(file)

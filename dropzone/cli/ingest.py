@@ -22,6 +22,7 @@ from dropzone.cli.tables import finish, print_result_line
 from dropzone.config import TENANT_NAME
 from dropzone.log import event
 from dropzone.models import FileResult, IncomingFile
+from dropzone.pipeline.order import processing_order
 from dropzone.service import Service, open_service
 from dropzone.sources.base import INCOMING
 from dropzone.watcher import Watcher
@@ -82,7 +83,8 @@ def ingest(obj: Context, files: tuple[Path, ...], tenant: str, zone: str | None,
     with handle_errors(), open_service(settings) as service:
         stop = threading.Event()
         install_signal_handlers(stop, service)
-        queued = _copy_into_zone(service, tenant, paths)
+        # In the order `run` would take them (dropzone.pipeline.order).
+        queued = processing_order(_copy_into_zone(service, tenant, paths))
         with file_progress(as_json, queued) as progress:
             _attach(service, progress)
             results = []

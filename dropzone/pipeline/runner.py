@@ -43,6 +43,7 @@ from dropzone.pipeline.gctune import tune_gc
 from dropzone.pipeline.lease import Heartbeat, LeaseLost
 from dropzone.pipeline.loader import Loader, LoadResult
 from dropzone.pipeline.malloc_tune import fix_mmap_threshold
+from dropzone.pipeline.order import processing_order
 from dropzone.pipeline.report import RejectLog, build_report
 from dropzone.pipeline.settle import Rewritten, rewrite_digests
 from dropzone.pipeline.sniff import sniff
@@ -135,7 +136,7 @@ class Pipeline:
         """Process every listed file once (files another worker holds are skipped)."""
         todo = self.source.list_incoming() if files is None else files
         results = []
-        for file in sorted(todo, key=lambda f: (f.mtime, f.key)):
+        for file in processing_order(todo):
             result = self.process(file)
             if result is not None:
                 results.append(result)
