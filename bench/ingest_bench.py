@@ -64,6 +64,7 @@ from dropzone.config import Settings  # noqa: E402
 from dropzone.models import IncomingFile, Outcome  # noqa: E402
 from dropzone.pipeline import runner  # noqa: E402
 from dropzone.pipeline.canonical import resource_hash  # noqa: E402
+from dropzone.pipeline.order import processing_order  # noqa: E402
 from dropzone.pipeline.runner import Pipeline  # noqa: E402
 from dropzone.sources.base import INCOMING  # noqa: E402
 from dropzone.sources.folder import FolderSource  # noqa: E402
@@ -665,9 +666,9 @@ class FileStageClock:
 
 
 def run_pipeline(name: str, pipeline: Pipeline, source: FolderSource, ndjson_bytes: int) -> Phase:
-    """Drain the zone file by file (same code path as ``dropzone run --once``), summing the
-    per-file stage times the Pipeline exposes in ``last_times``."""
-    files: list[IncomingFile] = sorted(source.list_incoming(), key=lambda f: (f.mtime, f.key))
+    """Drain the zone file by file (same code path and order as ``dropzone run --once``),
+    summing the per-file stage times the Pipeline exposes in ``last_times``."""
+    files: list[IncomingFile] = processing_order(source.list_incoming())
     phase = Phase(name)
     stages = {"parse": 0.0, "hash": 0.0, "validate": 0.0, "store": 0.0}
     counts = {"read": 0, "loaded": 0, "unchanged": 0, "rejected": 0}

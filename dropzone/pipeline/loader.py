@@ -32,7 +32,7 @@ from dropzone.pipeline.report import RejectLog
 from dropzone.pipeline.settle import Item, Settled, settle
 from dropzone.pipeline.validate import Validator
 from dropzone.quality.profile import QualityProfile
-from dropzone.search.index import CONDITIONAL_KEY
+from dropzone.search.index import CONDITIONAL_KEY, SearchRows
 from dropzone.search.references import ConditionalResolver
 from dropzone.store.base import Existing, ResourceStore, ResourceWrite
 from processors.base import Issue, RawParsed, Record
@@ -100,6 +100,8 @@ class _Batch:
     # The store's answer for every resource of the batch, as of the lookup; entries are dropped
     # when an earlier batch writes them, so upsert asks again only for those.
     known: Known | None = None
+    # id() of the writes a worker rewrote to exactly what is stored -> the sent version's rows.
+    as_stored: dict[int, SearchRows] = field(default_factory=dict)
 
 
 def _remember_identifiers(
@@ -272,9 +274,16 @@ class Loader:
             result.times.validate += time.perf_counter() - started
             for (r_pos, w_pos), (digest, issues) in zip(batch.to_settle, settled, strict=True):
                 if digest is not None:
-                    batch.writes[r_pos][w_pos] = ResourceWrite(
+                    sent = batch.writes[r_pos][w_pos]
+                    rewritten = ResourceWrite(
                         digest[0], digest[1], None, digest[2], digest[3], digest[4], digest[5]
                     )
+                    if rewritten.index is None:
+                        # Rewritten to what is stored: no index rows made (the store makes them
+                        # if it must write it after all), and the profile has the sent ones
+                        # (the same dates and codes; only references differ).
+                        batch.as_stored[id(rewritten)] = sent.search_rows()
+                    batch.writes[r_pos][w_pos] = rewritten
                 if issues:
                     failed.setdefault(r_pos, []).extend(Issue(*i) for i in issues)
         counts = result.counts
@@ -290,12 +299,12 @@ class Loader:
             else:
                 good.append((record, batch.writes[r_pos]))
                 for w in batch.writes[r_pos]:
-                    result.profile.add(w.type, w.id, w.search_rows())
+                    result.profile.add(w.type, w.id, batch.as_stored.get(id(w)) or w.search_rows())
         if not write:
             counts.unchanged += len(good)  # first pass of an all-or-nothing file: nothing stored yet
         else:
             started = time.perf_counter()
-            written = self._store(good, counts, file_sha256, batch.known, result)
+            written = self._store(good, counts, file_sha256, batch.known, result, batch.as_stored)
             for other in later:
                 if other.known:
                     for key in written:
@@ -311,6 +320,7 @@ class Loader:
         file_sha256: str,
         known: Known | None,
         result: LoadResult,
+        as_stored: dict[int, SearchRows] | None = None,
     ) -> set[tuple[str, str]]:
         """Write in record order; a DELETE flushes the writes queued before it. Returns the
         (type, id) of what may have changed."""
@@ -320,7 +330,12 @@ class Loader:
         def flush() -> None:
             if not queued:
                 return
-            writes = [self.references.apply(w) for _, row in queued for w in row]
+            # Writes a worker rewrote to what is stored have nothing left to resolve.
+            writes = [
+                w if as_stored and id(w) in as_stored else self.references.apply(w)
+                for _, row in queued
+                for w in row
+            ]
             outcome = self.resources.upsert(
                 self.tenant,
                 writes,
@@ -331,7 +346,9 @@ class Loader:
             changed.update(outcome.written)
             if outcome.loaded:
                 # What was just stored may be a target of a conditional reference.
-                self.references.forget({w.type for w in writes if w.identifier_rows()})
+                self.references.forget(
+                    {w.type for w in writes if (w.type, w.id) in outcome.written and w.identifier_rows()}
+                )
                 _remember_identifiers(result, writes, outcome.written)
             for _record, row in queued:
                 if any((w.type, w.id) in outcome.written for w in row):

@@ -9,21 +9,26 @@ stored was valid when it was stored. Bytes in and plain tuples out keep pickling
 
 from __future__ import annotations
 
-from dropzone.pipeline.canonical import resource_hash
+import hashlib
+
+from dropzone.pipeline.canonical import canonical_bytes, resource_hash
 from dropzone.pipeline.digest import TOO_DEEP, Digest, IssueTuple, TooDeep, digest_resource
 from dropzone.search.index import SearchRows, search_rows
 from dropzone.search.references import rewrite_conditional
+from dropzone.store.base import identifier_rows
 from dropzone.validation import validate_resource
 from processors import fhir_json
 
 # JSON text, targets of its conditional references by waiting key (None: no rewriting), hash
 # the store holds for it (None: not stored).
 Item = tuple[bytes, dict[str, str] | None, str | None]
+# A digest whose identifiers and search rows are left for the store to make if it needs them.
+Unchanged = tuple[str, str, str, bytes, None, None]
 # A stored resource rewritten: its digest, and (hash, search rows) of the version it replaces.
 Rewritten = tuple[Digest, tuple[str, SearchRows]]
 # The new digest when a reference was rewritten, and the validation issues (none when valid or
 # unchanged).
-Settled = tuple[Digest | None, list[IssueTuple]]
+Settled = tuple[Digest | Unchanged | None, list[IssueTuple]]
 
 
 def settle(items: list[Item]) -> list[Settled]:
@@ -31,16 +36,24 @@ def settle(items: list[Item]) -> list[Settled]:
     out: list[Settled] = []
     for body, targets, stored_hash in items:
         resource = fhir_json.loads(body)
-        digest = None
+        digest: Digest | Unchanged | None = None
         if targets and rewrite_conditional(resource, targets):
             try:
-                digest = digest_resource(resource)
-            except TooDeep:
+                canonical = canonical_bytes(resource)
+                rewritten = fhir_json.dumps(resource)
+            except (fhir_json.JSONEncodeError, RecursionError):
                 out.append((None, [(TOO_DEEP.code, TOO_DEEP.message, TOO_DEEP.path)]))
                 continue
-            if digest[2] == stored_hash:
-                out.append((digest, []))
+            digest_hash = hashlib.sha256(canonical).hexdigest()
+            if digest_hash == stored_hash:
+                # A re-ingest: stored as it is now. Its index rows are only made if the store
+                # finds it changed after all (another file wrote it meanwhile).
+                out.append(
+                    ((resource["resourceType"], resource["id"], digest_hash, rewritten, None, None), [])
+                )
                 continue
+            rtype, rid = resource["resourceType"], resource["id"]
+            digest = (rtype, rid, digest_hash, rewritten, identifier_rows(resource), search_rows(resource))
         out.append((digest, [(i.code, i.message, i.path) for i in validate_resource(resource)]))
     return out
 

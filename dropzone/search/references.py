@@ -15,10 +15,11 @@ five example source ids. Reference text and identifier values never appear in it
 
 from __future__ import annotations
 
+import bisect
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -82,16 +83,20 @@ class ConditionalResolver:
         self._matches = {k: v for k, v in self._matches.items() if k[0] not in written}
         self._answers = {k: v for k, v in self._answers.items() if k.split("?", 1)[0] not in written}
 
-    def targets(self, keys: Iterable[str]) -> dict[str, str]:
-        """Of these search keys, the waiting keys that now name exactly one stored resource,
-        each with that resource's ``Type/id`` (what ``rewrite_conditional`` takes)."""
+    def targets(self, keys: Sequence[str]) -> dict[str, str]:
+        """Of these search keys (sorted, as ``search_rows`` makes them), the waiting keys that
+        now name exactly one stored resource, each with that resource's ``Type/id`` (what
+        ``rewrite_conditional`` takes)."""
         out = {}
-        for key in keys:
-            if key.startswith(WAITING_PREFIX):
-                rtype, system, value = key[len(WAITING_PREFIX) :].split("|", 2)
-                target = self._match(rtype, None if system == "*" else system, value)
-                if target is not None:
-                    out[key] = target
+        # The loader asks for every resource of a batch: the waiting keys are one sorted run.
+        for position in range(bisect.bisect_left(keys, WAITING_PREFIX), len(keys)):
+            key = keys[position]
+            if not key.startswith(WAITING_PREFIX):
+                break
+            rtype, system, value = key[len(WAITING_PREFIX) :].split("|", 2)
+            target = self._match(rtype, None if system == "*" else system, value)
+            if target is not None:
+                out[key] = target
         return out
 
     def conditional_targets(self, resource: dict[str, Any]) -> dict[str, str]:
