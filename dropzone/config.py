@@ -74,6 +74,13 @@ class PipelineSettings(_Strict):
         default=2, ge=0, le=64, description="processes validating FHIR; 0 validates in the main process"
     )
     batch_size: int = Field(default=500, ge=1, le=100_000)
+    commit_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        le=60,
+        description="a file's batches are committed together up to this age of the transaction "
+        "(SQLite: fewer page writes; other writers wait at most about this long); 0 = every batch",
+    )
     policy: Policy = Field(default="record", description="record: load valid records; file: all or nothing")
     lease_seconds: float = Field(default=60.0, gt=0)
     quiet_seconds: float = Field(default=2.0, ge=0)

@@ -340,3 +340,19 @@ def test_a_write_naming_the_version_it_replaces_removes_that_versions_index_rows
     rows = store.database.read("SELECT count(*) FROM search_keys WHERE id = 'o-1'")
     assert rows == [(5,)]
     store.close()
+
+
+def test_the_change_token_moves_only_when_another_connection_commits(tmp_path: Path) -> None:
+    """What the loader checks inside its transaction before trusting an earlier lookup."""
+    mine = SqliteStore(tmp_path / "db.sqlite")
+    other = SqliteStore(tmp_path / "db.sqlite")  # another worker process, in effect
+    try:
+        token = mine.resources.change_token()
+        mine.resources.upsert("acme", [_write(_observation("o-1", "p-1"))], None)
+        assert mine.resources.change_token() == token  # its own commits do not count
+        other.resources.upsert("acme", [_write(_observation("o-2", "p-2"))], None)
+        assert mine.resources.change_token() != token
+        assert MemoryStore().resources.change_token() is None  # one process only: nothing to tell
+    finally:
+        mine.close()
+        other.close()

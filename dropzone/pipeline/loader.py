@@ -20,6 +20,7 @@ wins, as it would one record at a time.
 from __future__ import annotations
 
 import collections
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
@@ -74,6 +75,41 @@ class StageTimes:
         return {k: round(getattr(self, k), 3) for k in ("parse", "hash", "validate", "store")}
 
 
+class _GroupCommit:
+    """Consecutive batches of a file in one store transaction, closed once it is ``seconds``
+    old (``pipeline.commit_seconds``): with SQLite one commit then writes each touched page of
+    the search index once instead of once per batch, and other writers (another worker, a
+    lease renewal) wait at most about that long."""
+
+    def __init__(self, resources: ResourceStore, seconds: float) -> None:
+        self._resources = resources
+        self._seconds = seconds
+        self._open: contextlib.AbstractContextManager[None] | None = None
+        self._since = 0.0
+
+    def join(self) -> None:
+        if self._open is None:
+            self._open = self._resources.transaction(durable=False)
+            self._open.__enter__()
+            self._since = time.monotonic()
+
+    def close_if_old(self) -> None:
+        if self._open is not None and time.monotonic() - self._since >= self._seconds:
+            self.close()
+
+    def close(self) -> None:
+        if self._open is not None:
+            done, self._open = self._open, None
+            done.__exit__(None, None, None)
+
+    def abort(self, err: BaseException) -> None:
+        """Roll back what the open transaction holds (the file fails and is retried)."""
+        if self._open is not None:
+            done, self._open = self._open, None
+            with contextlib.suppress(Exception):
+                done.__exit__(type(err), err, err.__traceback__)
+
+
 # Identifiers of stored resources remembered per file for the pending-reference pass; past this
 # many the pass reads every resource still waiting instead (dropzone.search.references).
 MAX_STORED_IDENTIFIERS = 50_000
@@ -100,6 +136,7 @@ class _Batch:
     # The store's answer for every resource of the batch, as of the lookup; entries are dropped
     # when an earlier batch writes them, so upsert asks again only for those.
     known: Known | None = None
+    known_at: object | None = None  # the store's change token when ``known`` was looked up
     # id() of the writes a worker rewrote to exactly what is stored -> the sent version's rows.
     as_stored: dict[int, SearchRows] = field(default_factory=dict)
 
@@ -127,6 +164,7 @@ class Loader:
         in_flight: int,
         progress: Callable[[int], None] | None = None,
         raw_parser: Callable[[bytes], RawParsed] | None = None,
+        commit_seconds: float = 0.0,
     ) -> None:
         self.resources = resources
         self.validator = validator
@@ -135,6 +173,7 @@ class Loader:
         self.in_flight = max(1, in_flight)
         self.progress = progress
         self.raw_parser = raw_parser
+        self.commit_seconds = commit_seconds
         self.references = ConditionalResolver(resources, tenant)
 
     def run(
@@ -152,6 +191,10 @@ class Loader:
         result = LoadResult()
         parsing: collections.deque[_Batch] = collections.deque()
         validating: collections.deque[_Batch] = collections.deque()
+        group = _GroupCommit(self.resources, self.commit_seconds)
+
+        def finish() -> None:
+            self._finish(validating.popleft(), validating, result, rejects, write, file_sha256, group)
 
         def advance(limit: int) -> None:
             while len(parsing) > limit:
@@ -159,18 +202,25 @@ class Loader:
                     heartbeat.check()
                 validating.append(self._check(parsing.popleft(), result, validate))
                 while len(validating) > limit:
-                    self._finish(validating.popleft(), validating, result, rejects, write, file_sha256)
+                    finish()
 
-        for batch in self._batches(iter(records), result):
-            if heartbeat:
-                heartbeat.check()
-            parsing.append(batch)
-            advance(self.in_flight)
-        advance(0)
-        while validating:
-            if heartbeat:
-                heartbeat.check()
-            self._finish(validating.popleft(), validating, result, rejects, write, file_sha256)
+        try:
+            for batch in self._batches(iter(records), result):
+                if heartbeat:
+                    heartbeat.check()
+                parsing.append(batch)
+                advance(self.in_flight)
+            advance(0)
+            while validating:
+                if heartbeat:
+                    heartbeat.check()
+                finish()
+            started = time.perf_counter()
+            group.close()
+            result.times.store += time.perf_counter() - started
+        except BaseException as err:
+            group.abort(err)
+            raise
         return result
 
     def _batches(self, records: Iterator[Record], result: LoadResult) -> Iterator[_Batch]:
@@ -238,6 +288,7 @@ class Loader:
             for w in row:
                 by_type.setdefault(w.type, []).append(w.id)
         known: Known = {}
+        batch.known_at = self.resources.change_token()
         for rtype, ids in by_type.items():
             found = self.resources.existing(self.tenant, rtype, ids)
             for rid in ids:
@@ -266,6 +317,7 @@ class Loader:
         rejects: RejectLog,
         write: bool,
         file_sha256: str,
+        group: _GroupCommit,
     ) -> None:
         failed: dict[int, list[Issue]] = {}
         if batch.settling is not None:
@@ -304,7 +356,13 @@ class Loader:
             counts.unchanged += len(good)  # first pass of an all-or-nothing file: nothing stored yet
         else:
             started = time.perf_counter()
+            group.join()
+            # In the transaction, so no other process can write until it commits: if one did
+            # since the lookup (another worker on a file with the same resources), ask again.
+            if batch.known_at is not None and batch.known_at != self.resources.change_token():
+                batch.known = None
             written = self._store(good, counts, file_sha256, batch.known, result, batch.as_stored)
+            group.close_if_old()
             for other in later:
                 if other.known:
                     for key in written:

@@ -461,6 +461,7 @@ class Pipeline:
             in_flight=pipeline.validation_workers * 2 or 1,  # keep every worker busy; 1 when in-process
             progress=_BatchProgress(file, self.progress, self._payload),
             raw_parser=processor.raw_parser,
+            commit_seconds=pipeline.commit_seconds,
         )
 
         def records() -> Iterator[Record]:

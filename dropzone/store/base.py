@@ -196,6 +196,19 @@ class ResourceStore(ABC):
 
     # -- shared rules ------------------------------------------------------------------------
 
+    def change_token(self) -> object | None:
+        """Something that differs whenever another process has committed a change since it was
+        taken (SQLite: ``PRAGMA data_version``), so a caller knows whether what ``existing``
+        answered then still holds; None: the store cannot tell (the caller then relies on no
+        other process writing the same resources at once)."""
+        return None
+
+    def transaction(self, durable: bool = True) -> contextlib.AbstractContextManager[None]:
+        """Several ``upsert`` batches as one transaction, where the store has them (SQLite):
+        the batches inside join it, and it commits (or, on an exception, rolls back) at the
+        end. Default: nothing."""
+        return self._batch(durable)
+
     def _batch(self, durable: bool = True) -> contextlib.AbstractContextManager[None]:
         """Around one ``upsert`` batch: a store with transactions makes the batch one (a crash
         then leaves it wholly written or not at all). ``durable=False``: the caller makes it

@@ -442,6 +442,10 @@ class SqliteResourceStore(ResourceStore):
             raise StoreUnavailable(f"SQLite: {err}") from err
 
     @_translated
+    def change_token(self) -> object | None:
+        return self._db.read("PRAGMA data_version")[0][0]
+
+    @_translated
     def existing(self, tenant: str, rtype: str, ids: Sequence[str]) -> dict[str, Existing]:
         found: dict[str, Existing] = {}
         for chunk in _chunks(list(ids)):
