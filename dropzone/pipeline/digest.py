@@ -1,11 +1,10 @@
 """What the loader needs of a resource before it looks at the store, made where the resource is
 parsed: identity, canonical hash, the JSON text to store, its identifiers and search rows.
 
-For records that carry bytes (``Record.raw``, NDJSON lines), and for the resources of records
-a processor parsed itself (claims mapped from CSV, Bundle entries; the loader writes them as JSON
-text, ``parse_resources``), ``digest_raws`` runs in a pool worker: parsing, the processor's
-record checks, hashing and serialising then use every core, and the main process only compares
-hashes and stores text. Results are plain tuples so that pickling them back is cheap.
+For records that carry bytes (``Record.raw``, NDJSON lines) ``digest_raws`` runs in a pool
+worker: parsing, the processor's record checks, hashing and serialising then use every core,
+and the main process only compares hashes and stores text. Results are plain tuples so that
+pickling them back is cheap.
 """
 
 from __future__ import annotations
@@ -48,12 +47,6 @@ def digest_resource(resource: dict[str, Any]) -> Digest:
         identifier_rows(resource),
         search_rows(resource),
     )
-
-
-def parse_resources(blob: bytes) -> RawParsed:
-    """The resources a processor parsed, as the loader wrote them (one JSON array) to reach a
-    worker: the numbers read back exactly as they were (``fhir_json``)."""
-    return fhir_json.loads(blob), []
 
 
 def digest_raws(parser: Callable[[bytes], RawParsed], raws: list[bytes]) -> list[RawOutcome]:

@@ -3,8 +3,7 @@
 Per batch, in two trips to the process pool with the store lookups in between:
 
 1. records that carry bytes (``Record.raw``: NDJSON lines) are parsed, checked, hashed and
-   serialised in a worker (``digest``); so are the resources of records a processor parsed
-   itself (CSV claims, Bundle entries), which this process only writes as JSON text;
+   serialised in a worker (``digest``); records a processor parsed itself are hashed here;
 2. this process looks up the stored hashes and the targets of conditional references
    (``dropzone.search.references``: a reference that matches exactly one stored resource is
    rewritten to ``Type/id``); a worker rewrites those references and validates what is not
@@ -28,14 +27,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from dropzone.models import Counts
-from dropzone.pipeline.digest import (
-    TOO_DEEP,
-    RawOutcome,
-    TooDeep,
-    digest_raws,
-    digest_resource,
-    parse_resources,
-)
+from dropzone.pipeline.digest import TOO_DEEP, RawOutcome, TooDeep, digest_raws, digest_resource
 from dropzone.pipeline.lease import Heartbeat
 from dropzone.pipeline.report import RejectLog
 from dropzone.pipeline.settle import Item, Settled, settle
@@ -44,24 +36,12 @@ from dropzone.quality.profile import QualityProfile
 from dropzone.search.index import CONDITIONAL_KEY, SearchRows
 from dropzone.search.references import ConditionalResolver
 from dropzone.store.base import Existing, ResourceStore, ResourceWrite
-from processors import fhir_json
 from processors.base import Issue, RawParsed, Record
 
 # A batch also ends at this much JSON text, so huge resources do not pile up in memory.
 BATCH_BYTES = 4 * 2**20
 
 Known = dict[tuple[str, str], Existing | None]
-
-
-def _dumped(record: Record) -> bytes | None:
-    """A parsed record's resources as one JSON array for a worker, or None (none to store, or
-    too deeply nested to write: then ``_digested`` rejects it here)."""
-    if not record.resources:
-        return None
-    try:
-        return fhir_json.dumps(record.resources)
-    except (fhir_json.JSONEncodeError, RecursionError):
-        return None
 
 
 def _digested(record: Record) -> tuple[list[ResourceWrite], int]:
@@ -151,10 +131,6 @@ class _Batch:
     writes: list[list[ResourceWrite]]  # per record
     raw_positions: list[int] = field(default_factory=list)  # records the pool parses
     parsing: Future[list[RawOutcome]] | None = None
-    # Records a processor parsed itself, sent to the pool as JSON text to be digested there.
-    dumped_positions: list[int] = field(default_factory=list)
-    dumped: list[bytes] = field(default_factory=list)
-    digesting: Future[list[RawOutcome]] | None = None
     to_settle: list[tuple[int, int]] = field(default_factory=list)  # (record, resource) sent
     settling: Future[list[Settled]] | None = None
     # The store's answer for every resource of the batch, as of the lookup; entries are dropped
@@ -258,16 +234,9 @@ class Loader:
             result.times.parse += time.perf_counter() - started
             if record is None:
                 break
-            blob = None if record.raw is not None or record.failed else _dumped(record)
             if record.raw is not None and not record.failed:
                 batch.raw_positions.append(len(batch.records))
                 row, row_bytes = [], len(record.raw)
-            elif blob is not None:
-                # Hashing, serialising and indexing in a worker: this process only wrote the
-                # text (orjson, several times cheaper than digesting a claim's EOB here).
-                batch.dumped_positions.append(len(batch.records))
-                batch.dumped.append(blob)
-                row, row_bytes = [], len(blob)
             else:
                 started = time.perf_counter()
                 row, row_bytes = _digested(record)
@@ -292,36 +261,25 @@ class Loader:
                 raws.append(record.raw or b"")
                 record.raw = None  # the pool holds the bytes until it has parsed them
             batch.parsing = self.validator.call(digest_raws, self.raw_parser, raws)
-        if batch.dumped:
-            batch.digesting = self.validator.call(digest_raws, parse_resources, batch.dumped)
-            batch.dumped = []
         return batch
-
-    def _take_digests(
-        self, batch: _Batch, positions: list[int], future: Future[list[RawOutcome]], result: LoadResult
-    ) -> None:
-        started = time.perf_counter()
-        outcomes = self.validator.result(future)
-        result.times.parse += time.perf_counter() - started
-        for pos, (digests, issues) in zip(positions, outcomes, strict=True):
-            record = batch.records[pos]
-            if issues:
-                record.issues.extend(Issue(*i) for i in issues)
-                continue
-            batch.writes[pos] = [
-                ResourceWrite(t, i, None, h, b, ids, index) for t, i, h, b, ids, index in digests
-            ]
-            if digests:
-                record.described = (digests[0][0], digests[0][1])
 
     def _check(self, batch: _Batch, result: LoadResult, validate: bool) -> _Batch:
         """Take the parsed records, look their resources up, send the changed ones to validate."""
         if batch.parsing is not None:
-            parsing, batch.parsing = batch.parsing, None
-            self._take_digests(batch, batch.raw_positions, parsing, result)
-        if batch.digesting is not None:
-            digesting, batch.digesting = batch.digesting, None
-            self._take_digests(batch, batch.dumped_positions, digesting, result)
+            started = time.perf_counter()
+            outcomes = self.validator.result(batch.parsing)
+            result.times.parse += time.perf_counter() - started
+            batch.parsing = None
+            for pos, (digests, issues) in zip(batch.raw_positions, outcomes, strict=True):
+                record = batch.records[pos]
+                if issues:
+                    record.issues.extend(Issue(*i) for i in issues)
+                    continue
+                batch.writes[pos] = [
+                    ResourceWrite(t, i, None, h, b, ids, index) for t, i, h, b, ids, index in digests
+                ]
+                if digests:
+                    record.described = (digests[0][0], digests[0][1])
         if not validate:
             return batch
         started = time.perf_counter()
