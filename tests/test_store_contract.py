@@ -241,3 +241,48 @@ def test_keyed_follows_updates_and_deletes_of_the_keys_it_finds(any_store: Store
     assert resources.keyed("t2", [waiting], types) == [("Observation", "o1", waiting)]
     resources.delete("t2", "Observation", "o1")
     assert resources.keyed("t2", [waiting], types) == []
+
+
+@pytest.mark.parametrize("kind", ["mongomock", "mongodb"])
+def test_mongodb_never_replaces_a_version_it_did_not_read(kind: str) -> None:
+    """Two workers may read one resource at the same moment. MongoDB has no transaction around
+    read and write here, so each write names the version it replaces (a first version is an
+    insert): the one that comes second reads again and writes the next version, with the first
+    one's in history, instead of overwriting it unseen."""
+    import os
+
+    from conftest import real_mongo_store
+
+    if kind == "mongodb" and not os.environ.get("MONGODB_URI"):
+        pytest.skip("real MongoDB tests need MONGODB_URI (no MongoDB server on this machine)")
+    store = mongomock_store() if kind == "mongomock" else real_mongo_store()
+    resources = store.resources
+    original = resources.existing
+    racing = {"first": write(patient("p1", "Other")), "second": write(patient("p2", "Other2"))}
+
+    def stale_existing(tenant: str, rtype: str, ids: list) -> dict:
+        answer = original(tenant, rtype, ids)  # what this worker read ...
+        if racing:  # ... then another worker writes p1 (new) and p2 (version 2) meanwhile
+            resources.existing = original  # type: ignore[method-assign]
+            resources.upsert("t1", [racing.pop("first"), racing.pop("second")], "sha-other")
+        return answer
+
+    try:
+        resources.upsert("t1", [write(patient("p2", "A"))], "sha-0")
+        resources.existing = stale_existing  # type: ignore[method-assign]
+        result = resources.upsert("t1", [write(patient("p1", "B")), write(patient("p2", "C"))], "sha-b")
+        assert (result.loaded, result.unchanged) == (2, 0)
+        p1 = resources.get_document("t1", "Patient", "p1")
+        p2 = resources.get_document("t1", "Patient", "p2")
+        assert p1["name"] == [{"family": "B"}] and p1["meta"]["versionId"] == "2"
+        assert p2["name"] == [{"family": "C"}] and p2["meta"]["versionId"] == "3"
+        assert [d["name"] for d in resources.history("t1", "Patient", "p1")] == [[{"family": "Other"}]]
+        assert [d["name"] for d in resources.history("t1", "Patient", "p2")] == [
+            [{"family": "A"}],
+            [{"family": "Other2"}],
+        ]
+        assert result.new_ids == []  # p1 was not new by the time it was written
+    finally:
+        if kind == "mongodb":
+            store._client.drop_database(store._test_database)  # type: ignore[attr-defined]
+        store.close()

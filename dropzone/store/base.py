@@ -14,15 +14,22 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from dropzone.errors import StoreUnavailable
+from dropzone.log import event
 from dropzone.search.index import SearchRows, search_rows
 from dropzone.search.query import SearchPage, SearchQuery
 from processors import fhir_json
+
+_log = logging.getLogger("dropzone.store")
+# Rounds of "read again, write again" for resources another process keeps changing meanwhile.
+CONFLICT_ATTEMPTS = 5
 
 META_KEY = "_dz"
 
@@ -122,9 +129,11 @@ class ResourceStore(ABC):
     def existing(self, tenant: str, rtype: str, ids: Sequence[str]) -> dict[str, Existing]: ...
 
     @abstractmethod
-    def _write_documents(self, rtype: str, docs: list[Any], history: list[tuple[str, int]]) -> None:
+    def _write_documents(self, rtype: str, docs: list[Any], history: list[tuple[str, int]]) -> set[str]:
         """Replace/insert ``docs`` (made by ``_new_document``); first copy the current versions
-        named in ``history`` (document id, version) to the history collection."""
+        named in ``history`` (document id, version) to the history collection. Returns the ids
+        of documents not written because another writer changed them since ``existing`` was
+        read (a store whose writes are serialised, in a transaction or one process, has none)."""
 
     def _new_document(
         self, tenant: str, write: ResourceWrite, version: int, file_sha256: str | None, now: str, first: str
@@ -259,45 +268,78 @@ class ResourceStore(ABC):
     ) -> None:
         for rtype, group in _group_by_type(writes).items():
             for chunk in _without_repeated_ids(group):
-                ids = [w.id for w in chunk]
-                if known is not None and all((rtype, i) in known for i in ids):
-                    current = {i: e for i in ids if (e := known[(rtype, i)]) is not None}
-                else:
-                    current = self.existing(tenant, rtype, ids)
-                now = utc_now_iso()
-                docs: list[Any] = []
-                history: list[tuple[str, int]] = []
-                earlier = self._earlier_writes(tenant, rtype, chunk, current, file_sha256)
-                for w in chunk:
-                    before = current.get(w.id)
-                    if before is not None and before.hash == w.hash:
-                        if file_sha256 is not None and before.file_sha256 == file_sha256:
-                            result.loaded += 1
-                            result.written.add((rtype, w.id))
-                        else:
-                            result.unchanged += 1
-                        continue
-                    if (w.id, w.hash) in earlier:
-                        result.loaded += 1
-                        result.written.add((rtype, w.id))
-                        continue
-                    version = 1 if before is None else before.version + 1
-                    if before is not None:
-                        history.append((document_id(tenant, w.id), before.version))
-                    else:
-                        result.new_ids.append((rtype, w.id))
-                    docs.append(
-                        self._new_document(
-                            tenant, w, version, file_sha256, now, before.first_ingested if before else now
-                        )
+                pending, trust_known = chunk, known is not None
+                for _attempt in range(CONFLICT_ATTEMPTS):
+                    conflicts = self._upsert_chunk(
+                        tenant, rtype, pending, file_sha256, known if trust_known else None, result
                     )
-                    result.loaded += 1
-                    result.written.add((rtype, w.id))
-                if docs:
-                    self._write_documents(rtype, docs, history)
+                    if not conflicts:
+                        break
+                    # Another process wrote some of them between our read and our write (a
+                    # store without transactions says so): read those again and redo them.
+                    pending = [w for w in pending if document_id(tenant, w.id) in conflicts]
+                    trust_known = False
+                    event(_log, "store.write_conflict", logging.DEBUG, type=rtype, resources=len(pending))
+                else:
+                    raise StoreUnavailable(
+                        f"{rtype}: {len(pending)} resources kept changing under concurrent writers"
+                    )
                 if known is not None:
-                    for i in ids:  # written now: a later chunk naming the id must ask again
-                        known.pop((rtype, i), None)
+                    for w in chunk:  # written now: a later chunk naming the id must ask again
+                        known.pop((rtype, w.id), None)
+
+    def _upsert_chunk(
+        self,
+        tenant: str,
+        rtype: str,
+        chunk: list[ResourceWrite],
+        file_sha256: str | None,
+        known: dict[tuple[str, str], Existing | None] | None,
+        result: WriteResult,
+    ) -> set[str]:
+        """One chunk (no id twice); ``result`` gets the outcome of every write not returned as a
+        conflict (document ids that another writer changed since they were read)."""
+        ids = [w.id for w in chunk]
+        if known is not None and all((rtype, i) in known for i in ids):
+            current = {i: e for i in ids if (e := known[(rtype, i)]) is not None}
+        else:
+            current = self.existing(tenant, rtype, ids)
+        now = utc_now_iso()
+        docs: list[Any] = []
+        history: list[tuple[str, int]] = []
+        outcomes: list[tuple[str, str, bool]] = []  # (document id, "loaded"/"unchanged", new)
+        earlier = self._earlier_writes(tenant, rtype, chunk, current, file_sha256)
+        for w in chunk:
+            doc_id = document_id(tenant, w.id)
+            before = current.get(w.id)
+            if before is not None and before.hash == w.hash:
+                same_file = file_sha256 is not None and before.file_sha256 == file_sha256
+                outcomes.append((doc_id, "loaded" if same_file else "unchanged", False))
+                continue
+            if (w.id, w.hash) in earlier:
+                outcomes.append((doc_id, "loaded", False))
+                continue
+            version = 1 if before is None else before.version + 1
+            if before is not None:
+                history.append((doc_id, before.version))
+            docs.append(
+                self._new_document(
+                    tenant, w, version, file_sha256, now, before.first_ingested if before else now
+                )
+            )
+            outcomes.append((doc_id, "loaded", before is None))
+        conflicts = self._write_documents(rtype, docs, history) if docs else set()
+        for (doc_id, outcome, new), w in zip(outcomes, chunk, strict=True):
+            if doc_id in conflicts:
+                continue
+            if outcome == "unchanged":
+                result.unchanged += 1
+                continue
+            result.loaded += 1
+            result.written.add((rtype, w.id))
+            if new:
+                result.new_ids.append((rtype, w.id))
+        return conflicts
 
     def _earlier_writes(
         self,

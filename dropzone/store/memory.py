@@ -83,7 +83,7 @@ class MemoryResourceStore(ResourceStore):
 
     def _write_documents(
         self, rtype: str, docs: list[dict[str, Any]], history: list[tuple[str, int]]
-    ) -> None:
+    ) -> set[str]:
         with self._lock:
             coll, metas = self._blobs[rtype], self._meta[rtype]
             for doc_id, _version in history:
@@ -104,6 +104,7 @@ class MemoryResourceStore(ResourceStore):
                 m = doc[META_KEY]
                 metas[doc_id] = (m["tenant"], m["hash"], m["version"], m["file_sha256"], m["first_ingested"])
                 self._index(rtype, doc)
+        return set()  # one process, under one lock: nothing changes between read and write
 
     def _delete_document(self, rtype: str, doc_id: str) -> bool:
         with self._lock:

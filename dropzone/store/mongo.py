@@ -23,7 +23,7 @@ from typing import Any
 
 import pymongo
 from bson.decimal128 import Decimal128
-from pymongo import ReplaceOne, ReturnDocument
+from pymongo import InsertOne, ReplaceOne, ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from dropzone.errors import StoreUnavailable
@@ -241,7 +241,7 @@ class MongoResourceStore(ResourceStore):
 
     def _write_documents(
         self, rtype: str, docs: list[dict[str, Any]], history: list[tuple[str, int]]
-    ) -> None:
+    ) -> set[str]:
         coll = self._coll(rtype)
         try:
             if history:
@@ -260,10 +260,46 @@ class MongoResourceStore(ResourceStore):
                         if any(e.get("code") != _DUPLICATE_KEY for e in err.details.get("writeErrors", [])):
                             raise
             if docs:
-                writes = [ReplaceOne({"_id": d["_id"]}, to_stored(d), upsert=True) for d in docs]
-                coll.bulk_write(writes, ordered=False)
+                return self._write_if_unchanged(coll, docs)
         except PyMongoError as err:
             raise _translate(err) from err
+        return set()
+
+    def _write_if_unchanged(self, coll: Any, docs: list[dict[str, Any]]) -> set[str]:
+        """Each document only over the version it was made from (optimistic concurrency: two
+        workers may read the same resource at once, and the later write must not replace the
+        earlier one's version unseen): a first version is an insert, version n replaces n - 1.
+        Returns the ids another writer got to first."""
+        writes: list[Any] = []
+        replaced: dict[str, tuple[int, str]] = {}
+        for doc in docs:
+            version = doc[META_KEY]["version"]
+            if version == 1:
+                writes.append(InsertOne(to_stored(doc)))
+            else:
+                writes.append(
+                    ReplaceOne({"_id": doc["_id"], f"{META_KEY}.version": version - 1}, to_stored(doc))
+                )
+                replaced[doc["_id"]] = (version, doc[META_KEY]["hash"])
+        conflicts: set[str] = set()
+        try:
+            outcome = coll.bulk_write(writes, ordered=False)
+            matched = outcome.matched_count
+        except BulkWriteError as err:
+            errors = err.details.get("writeErrors", [])
+            if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+                raise
+            # A first version someone else inserted (``index`` is the position in ``writes``).
+            conflicts = {docs[e["index"]]["_id"] for e in errors}
+            matched = err.details.get("nMatched", 0)
+        if replaced and matched < len(replaced):
+            # Which replacements found another version: those not holding what was written
+            # (version and hash: the other writer may have written the same version number).
+            fields = {f"{META_KEY}.version": 1, f"{META_KEY}.hash": 1}
+            found = coll.find({"_id": {"$in": list(replaced)}}, fields)
+            at = {d["_id"]: (d[META_KEY]["version"], d[META_KEY]["hash"]) for d in found}
+            conflicts |= {doc_id for doc_id, wrote in replaced.items() if at.get(doc_id) != wrote}
+        return conflicts
 
     def _delete_document(self, rtype: str, doc_id: str) -> bool:
         try:

@@ -479,7 +479,7 @@ class SqliteResourceStore(ResourceStore):
         )
 
     @_translated
-    def _write_documents(self, rtype: str, docs: list[_Row], history: list[tuple[str, int]]) -> None:
+    def _write_documents(self, rtype: str, docs: list[_Row], history: list[tuple[str, int]]) -> set[str]:
         with self._db.write() as conn:
             if history:
                 conn.executemany(
@@ -488,7 +488,7 @@ class SqliteResourceStore(ResourceStore):
                     [_identity(doc_id, rtype) for doc_id, _ in history],
                 )
             if not docs:
-                return
+                return set()
             rows = [doc[:9] for doc in docs]
             # A first version has no identifier rows to replace (a delete removes them).
             identities = [doc[:3] for doc in docs if doc[3] != 1]
@@ -523,6 +523,9 @@ class SqliteResourceStore(ResourceStore):
                     for param, low, high in doc[10][1]
                 ),
             )
+        # The read (``existing``) and this write share the upsert's transaction: no other writer
+        # in between (the loader checks its own earlier lookups with ``change_token``).
+        return set()
 
     @_translated
     def _delete_document(self, rtype: str, doc_id: str) -> bool:
