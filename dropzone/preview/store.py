@@ -114,7 +114,7 @@ class PreviewResources(ResourceStore):
             waiting,
         )
 
-    def _write_documents(self, rtype: str, docs: list[Any], history: list[tuple[str, int]]) -> None:
+    def _write_documents(self, rtype: str, docs: list[Any], history: list[tuple[str, int]]) -> set[str]:
         for planned in docs:
             self._written[rtype][planned.rid] = planned.existing
             self._deleted.discard((rtype, planned.rid))
@@ -125,6 +125,7 @@ class PreviewResources(ResourceStore):
             for value, system in planned.identifiers:
                 self._identifiers[(rtype, system, value)].add(planned.rid)
                 self._identifiers[(rtype, None, value)].add(planned.rid)
+        return set()  # an overlay in this process: nothing else writes to it
 
     def _delete_document(self, rtype: str, doc_id: str) -> bool:
         rid = doc_id.partition("/")[2]
