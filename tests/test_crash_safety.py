@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -134,6 +135,28 @@ def test_crash_between_finish_and_move_only_completes_the_move(zone: Path) -> No
     assert result.outcome is Outcome.ARCHIVED
     assert result.counts.loaded == 13
     assert len(store.ledger.files("acme")) == 1  # no duplicate record, no second load
+
+
+def test_slow_move_after_completing_is_not_a_lost_lease(zone: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Moving a big file to archived/ can outlast a lease beat (seen with a 4 GB file): the beat
+    stops before the claim is completed, so no renewal meets a finished claim and reports it lost."""
+    drop(zone, "acme", BULK / "Patient.000.ndjson")
+    store = MemoryStore()
+    source = FolderSource(zone)
+    original_move = source.move
+
+    def slow_move(*args, **kwargs):
+        time.sleep(0.5)  # five beats of a 0.3 s lease
+        return original_move(*args, **kwargs)
+
+    source.move = slow_move
+    with (
+        caplog.at_level(logging.WARNING, logger="dropzone.lease"),
+        Pipeline(make_settings(zone, lease_seconds=0.3), store, source) as pipeline,
+    ):
+        (result,) = pipeline.drain()
+    assert result.outcome is Outcome.ARCHIVED
+    assert [r.getMessage() for r in caplog.records] == []
 
 
 # Not on mongomock: it is not thread-safe, and atomic claims are the server's job there.

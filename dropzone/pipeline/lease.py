@@ -37,8 +37,15 @@ class Heartbeat:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """No renewal after this returns. Called before the claim is completed: a beat after
+        ``complete`` would find the claim done and report it lost (seen on a 4 GB file, whose
+        move to archived/ outlasted a beat)."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
 
     def _run(self) -> None:
         interval = max(self._lease / 3, 0.05)

@@ -410,7 +410,19 @@ class Pipeline:
             self.last_times = load.times.as_dict()
         quality = load.profile.as_json() if load is not None and load.counts.read else None
         return self._finish(
-            file, claim, sha, tenant, outcome, counts, error, rejects, processor, record, started, quality
+            file,
+            claim,
+            sha,
+            tenant,
+            outcome,
+            counts,
+            error,
+            rejects,
+            processor,
+            record,
+            started,
+            quality,
+            heartbeat=heartbeat,
         )
 
     def _resolve_pending(
@@ -504,6 +516,8 @@ class Pipeline:
         record: dict[str, Any],
         started: float,
         quality: dict[str, Any] | None = None,
+        *,
+        heartbeat: Heartbeat,
     ) -> FileResult | None:
         area_tenant = tenant.name if tenant else UNKNOWN_TENANT
         day = datetime.now(UTC).strftime("%Y/%m/%d")
@@ -560,6 +574,8 @@ class Pipeline:
             settled=False,
         )
         self.store.ledger.save_file(record)
+        # No beat after ``complete``: it would find the claim done and report the lease lost.
+        heartbeat.stop()
         if not self.store.ledger.complete(claim, outcome.value, destination):
             event(_log, "file.lease_lost", logging.WARNING, key=file.key)
             return None
