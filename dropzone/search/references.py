@@ -19,7 +19,7 @@ import bisect
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -102,13 +102,11 @@ class ConditionalResolver:
     def conditional_targets(self, resource: dict[str, Any]) -> dict[str, str]:
         """The targets of ``resource``'s conditional references that resolve, by waiting key."""
         out = {}
-        for path in reference_paths(resource.get("resourceType", "")):
-            for value in values_at(resource, path):
-                key = _waiting_key_of(value)
-                if key is not None and key not in out:
-                    target = self.target(value["reference"])
-                    if target is not None:
-                        out[key] = target
+        for value, key in _conditional_references(resource):
+            if key not in out:
+                target = self.target(value["reference"])
+                if target is not None:
+                    out[key] = target
         return out
 
     def apply(self, write: ResourceWrite) -> ResourceWrite:
@@ -136,19 +134,26 @@ def rewrite_conditional(resource: dict[str, Any], targets: Mapping[str, str]) ->
     ``Type/id``, the reference as sent kept in an extension. Pure (no store), so pool workers
     run it with the targets the main process looked up. Returns whether anything changed."""
     changed = False
+    for value, key in _conditional_references(resource):
+        target = targets.get(key)
+        if target is not None:
+            original = value["reference"]
+            value["reference"] = target
+            value["extension"] = [
+                *value.get("extension", []),
+                {"url": ORIGINAL_REFERENCE_URL, "valueString": original},
+            ]
+            changed = True
+    return changed
+
+
+def _conditional_references(resource: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
+    """Each Reference element of ``resource`` that is conditional, with its waiting key."""
     for path in reference_paths(resource.get("resourceType", "")):
         for value in values_at(resource, path):
             key = _waiting_key_of(value)
-            target = targets.get(key) if key is not None else None
-            if target is not None:
-                original = value["reference"]
-                value["reference"] = target
-                value["extension"] = [
-                    *value.get("extension", []),
-                    {"url": ORIGINAL_REFERENCE_URL, "valueString": original},
-                ]
-                changed = True
-    return changed
+            if key is not None:
+                yield value, key
 
 
 def _waiting_key_of(value: Any) -> str | None:
