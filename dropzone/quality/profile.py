@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 from dropzone.quality.systems import classify
@@ -67,12 +68,14 @@ class Tally:
             self.examples.append(rid)
 
 
+@cache  # pure: (type, parameter) -> path text, asked for per resource
 def _date_path(rtype: str, param: str, periods_only: bool = False) -> str:
     leaves = search_table().params(rtype).dates.get(param, ())
     paths = [f"{rtype}.{path}" for path, leaf in leaves if not periods_only or leaf == "Period"]
     return " | ".join(paths) or f"{rtype}.{param}"
 
 
+@cache
 def _token_path(rtype: str, param: str) -> str:
     paths = search_table().params(rtype).tokens.get(param, ())
     return " | ".join(f"{rtype}.{p}" for p in paths) or f"{rtype}.{param}"
