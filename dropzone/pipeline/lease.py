@@ -44,8 +44,7 @@ class Heartbeat:
         ``complete`` would find the claim done and report it lost (seen on a 4 GB file, whose
         move to archived/ outlasted a beat)."""
         self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
+        self._thread.join(timeout=5)
 
     def _run(self) -> None:
         interval = max(self._lease / 3, 0.05)

@@ -39,15 +39,14 @@ from dropzone.errors import (
 )
 from dropzone.log import event
 from dropzone.models import Counts, FileResult, IncomingFile, Outcome
-from dropzone.pipeline.gctune import tune_gc
 from dropzone.pipeline.lease import Heartbeat, LeaseLost
 from dropzone.pipeline.loader import Loader, LoadResult
-from dropzone.pipeline.malloc_tune import fix_mmap_threshold
 from dropzone.pipeline.order import processing_order
 from dropzone.pipeline.report import RejectLog, build_report
 from dropzone.pipeline.settle import Rewritten, rewrite_digests
 from dropzone.pipeline.sniff import sniff
 from dropzone.pipeline.streams import open_payload, sha256_file
+from dropzone.pipeline.tuning import tune_process
 from dropzone.pipeline.validate import Validator
 from dropzone.search.references import resolve_pending
 from dropzone.sources.base import ARCHIVED, QUARANTINE, Source, fit_name, with_suffix_number
@@ -109,8 +108,7 @@ class Pipeline:
         self.worker_id = worker_id or default_worker_id()
         self.progress = progress
         self.validator = Validator(settings.pipeline.validation_workers)
-        tune_gc()  # process-wide; see gctune for the measurements
-        fix_mmap_threshold()  # likewise; see malloc_tune
+        tune_process()
         self.last_times: dict[str, float] = {}
         # Per key: (size, mtime) of the content that failed, and how many attempts in a row failed.
         self._failures: dict[str, tuple[tuple[int, float], int]] = {}

@@ -19,8 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from dropzone.errors import TransientError
-from dropzone.pipeline.gctune import tune_gc
-from dropzone.pipeline.malloc_tune import fix_mmap_threshold
+from dropzone.pipeline.tuning import tune_process
 from dropzone.validation import model
 
 _PR_SET_PDEATHSIG = 1
@@ -61,13 +60,11 @@ def _alive(pid: int) -> bool:
 
 
 def _warm_up(parent_pid: int | None = None) -> None:
-    """Tie the worker's life to the service, tune its collector and allocator as the service's
-    own (a forkserver child starts from a fresh interpreter, so it inherits neither), then
-    import the models once so the first batch is not slow."""
+    """Tie the worker's life to the service, tune it as the service is tuned, then import the
+    models once so the first batch is not slow."""
     if parent_pid is not None:
         _die_with(parent_pid)
-    tune_gc()  # digest_raws on the Synthea sample: 39 -> 29 us per resource
-    fix_mmap_threshold()
+    tune_process()  # with CPython's GC defaults digest_raws took 39 us per resource, not 29
     model()
 
 
