@@ -26,7 +26,7 @@ from processors import fhir_json
 from processors.base import Issue, ProcessorContext, Record
 from processors.bundle_invariants import invariant_issues
 from processors.fhir_common import deterministic_id, repeated_key_issue, shape_issues
-from processors.json_keys import repeated_key
+from processors.json_keys import loads_noting_repeated_key
 
 UNIT_TYPES = ("document", "message")
 # Same location as a single-resource file: the whole file is the record.
@@ -45,11 +45,10 @@ def unit_record(context: ProcessorContext) -> Record:
             "(pipeline.max_record_bytes)",
         )
     try:
-        bundle = fhir_json.loads(data)
+        bundle, repeated = loads_noting_repeated_key(data)
     except fhir_json.JSONDecodeError:
         raise FileRejected("invalid_json", "the JSON document is malformed") from None
     issues: list[Issue] = []
-    repeated = repeated_key(data, bundle)
     if repeated is not None:
         issues.append(repeated_key_issue(repeated))
     rid = stored_id(bundle, context.tenant.name)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from processors import fhir_json
 from processors.base import Issue, Processor, RawParsed, Record, Sniffed
 from processors.fhir_common import repeated_key_issue, shape_issues
-from processors.json_keys import repeated_key
+from processors.json_keys import loads_noting_repeated_key
 from processors.lines import LineTooLong, iter_lines
 from processors.registry import register
 
@@ -19,11 +19,10 @@ if TYPE_CHECKING:
 def parse_line(line: bytes) -> RawParsed:
     """One NDJSON line -> its resource, or why it is not one (run in the pipeline's workers)."""
     try:
-        resource = fhir_json.loads(line)
+        resource, repeated = loads_noting_repeated_key(line)
     except fhir_json.JSONDecodeError as err:
         return [], [Issue("invalid_json", f"the line is not valid JSON (column {err.colno})")]
     issues = shape_issues(resource)
-    repeated = repeated_key(line, resource)
     if repeated is not None:
         issues = [repeated_key_issue(repeated), *issues]
     return ([], issues) if issues else ([resource], [])

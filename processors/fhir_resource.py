@@ -9,7 +9,7 @@ from dropzone.errors import FileRejected
 from processors import fhir_json
 from processors.base import Processor, Record, Sniffed
 from processors.fhir_common import repeated_key_issue, shape_issues
-from processors.json_keys import repeated_key
+from processors.json_keys import loads_noting_repeated_key
 from processors.registry import register
 
 if TYPE_CHECKING:
@@ -32,11 +32,10 @@ class FhirResourceProcessor(Processor):
         if len(data) > limit:
             raise FileRejected("record_too_large", f"a single resource larger than {limit} bytes")
         try:
-            resource = fhir_json.loads(data)
+            resource, repeated = loads_noting_repeated_key(data)
         except fhir_json.JSONDecodeError:
             raise FileRejected("invalid_json", "the JSON document is malformed") from None
         issues = shape_issues(resource)
-        repeated = repeated_key(data, resource)
         if repeated is not None:
             issues = [repeated_key_issue(repeated), *issues]
         yield Record(1, "resource", resources=[] if issues else [resource], issues=issues)
