@@ -23,9 +23,9 @@ text; the common document without either costs one plain ``orjson.dumps``.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-import secrets
 from decimal import Decimal
 from typing import Any
 
@@ -93,16 +93,26 @@ def decimal_text(d: Decimal) -> str:
 
 def number(d: Decimal) -> int | float | JsonDecimal:
     """A decimal as the rule's Python value (see the module docstring)."""
-    text = decimal_text(d)
+    return _number_of_text(decimal_text(d))
+
+
+@functools.lru_cache(maxsize=8192)
+def _number_of_text(text: str) -> int | float | JsonDecimal:
+    """By the decimal's JSON text, which tells ``80.00`` from ``80.0`` (the ``Decimal`` values
+    are equal, and would share a cache entry). The values are immutable, so one instance can
+    serve every document: claims repeat a few hundred amounts (``0.00``, ``50.00``) across
+    thousands of rows."""
     if "." not in text and "E" not in text:
         return int(text)  # exponent 0: the text of an integer token
     as_float = float(text)
     if orjson.dumps(as_float) == text.encode():
         return as_float
-    return d if isinstance(d, JsonDecimal) else JsonDecimal(d)
+    return JsonDecimal(text)
 
 
+@functools.lru_cache(maxsize=8192)
 def _parse_float(token: str) -> int | float | JsonDecimal:
+    """The standard library parser's hook, once per distinct token (see ``_number_of_text``)."""
     return number(Decimal(token))
 
 
@@ -252,11 +262,6 @@ def normalise(node: Any) -> Any:
 
 # -- writing ---------------------------------------------------------------------------------------
 
-# Unguessable per process, so no string in real data equals a placeholder.
-_TOKEN = "dz-number-" + secrets.token_hex(16) + "-"
-_PLACEHOLDER = re.compile(b'"' + re.escape(_TOKEN.encode()) + rb'(\d+)"')
-
-
 _COPY_ABOVE = 1 << 16
 
 
@@ -266,47 +271,37 @@ def _exact_size(out: bytes) -> bytes:
     return bytes(memoryview(out)) if len(out) > _COPY_ABOVE else out
 
 
+def _fragment(value: Any) -> orjson.Fragment:
+    """orjson's ``default`` for what it cannot write itself: a decimal goes in as its JSON text."""
+    if isinstance(value, Decimal):
+        return orjson.Fragment(decimal_text(value))
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
 def dumps(obj: Any, *, sort_keys: bool = False) -> bytes:
-    """orjson.dumps, with decimals and ints beyond 64 bits written as their exact JSON text."""
+    """orjson.dumps, with decimals and ints beyond 64 bits written as their exact JSON text.
+    A document without either costs one plain ``orjson.dumps`` (``default`` is only called for
+    the values orjson cannot write); with decimals, orjson writes each one's text in place
+    (measured on SynPUF carrier EOBs, ~100 decimals in 24 KB: 43 us, where placeholders
+    substituted afterwards took 92)."""
     option = orjson.OPT_SORT_KEYS if sort_keys else 0
     try:
-        return _exact_size(orjson.dumps(obj, option=option))
-    except JSONEncodeError:
-        pass
-    try:
-        return _dumps_exact(obj, option)
+        try:
+            return _exact_size(orjson.dumps(obj, default=_fragment, option=option))
+        except JSONEncodeError:
+            # An int beyond 64 bits (orjson never hands ints to ``default``), or nesting too deep,
+            # which this dumps raises again for the caller.
+            return _exact_size(orjson.dumps(_with_big_ints_as_text(obj), default=_fragment, option=option))
     except ValueError as err:  # a NaN or infinite Decimal
         raise JSONEncodeError(str(err)) from None
 
 
-def _dumps_exact(obj: Any, option: int) -> bytes:
-    texts: list[str] = []
-
-    def placeholder(value: Any) -> str:
-        if not isinstance(value, Decimal):
-            raise TypeError
-        texts.append(decimal_text(value))
-        return f"{_TOKEN}{len(texts) - 1}"
-
-    try:
-        out = orjson.dumps(obj, default=placeholder, option=option)
-    except JSONEncodeError:
-        # An int beyond 64 bits (orjson never hands ints to ``default``), or nesting too deep,
-        # which the second dumps raises again for the caller.
-        texts.clear()
-        out = orjson.dumps(_substituted(obj, texts), option=option)
-    if not texts:
-        return out
-    return _PLACEHOLDER.sub(lambda m: texts[int(m.group(1))].encode(), out)
-
-
-def _substituted(node: Any, texts: list[str]) -> Any:
-    """A copy with every decimal and out-of-range int replaced by a placeholder string."""
+def _with_big_ints_as_text(node: Any) -> Any:
+    """A copy with every int beyond 64 bits replaced by its text as a JSON fragment."""
     if isinstance(node, dict):
-        return {key: _substituted(value, texts) for key, value in node.items()}
+        return {key: _with_big_ints_as_text(value) for key, value in node.items()}
     if isinstance(node, list | tuple):
-        return [_substituted(value, texts) for value in node]
-    if isinstance(node, Decimal) or (type(node) is int and not _INT64_MIN <= node <= _UINT64_MAX):
-        texts.append(decimal_text(node) if isinstance(node, Decimal) else str(node))
-        return f"{_TOKEN}{len(texts) - 1}"
+        return [_with_big_ints_as_text(value) for value in node]
+    if type(node) is int and not _INT64_MIN <= node <= _UINT64_MAX:
+        return orjson.Fragment(str(node))
     return node

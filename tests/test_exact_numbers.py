@@ -121,6 +121,16 @@ def test_dumps_writes_decimals_and_big_ints_as_numbers_and_sorts_keys() -> None:
         fhir_json.dumps([Decimal("NaN")])
 
 
+def test_equal_decimals_written_otherwise_stay_apart() -> None:
+    """The number rule is cached by text: 80.0, 80.00 and 8E+1 are equal Decimals (one hash)
+    but three different JSON numbers."""
+    for _ in range(2):  # the second round is answered from the caches
+        built = [fhir_json.number(Decimal(t)) for t in ("80.0", "80.00", "8E+1", "80")]
+        assert fhir_json.dumps(built) == b"[80.0,80.00,8E+1,80]"
+        parsed = fhir_json.loads(b"[80.0, 80.00, 80.000, 8E+1, 80]")
+        assert fhir_json.dumps(parsed) == b"[80.0,80.00,80.000,8E+1,80]"
+
+
 def test_a_string_like_a_placeholder_is_written_as_a_string() -> None:
     doc = {"text": "dz-number-0", "v": Decimal("1.50")}
     assert fhir_json.dumps(doc) == b'{"text":"dz-number-0","v":1.50}'
