@@ -453,6 +453,7 @@ return problems;
 
 
 def test_browser_sign_in_files_live_update_report_and_reject_reason(dash: Dashboard, tmp_path: Path) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -498,17 +499,26 @@ def test_browser_sign_in_files_live_update_report_and_reject_reason(dash: Dashbo
         # A file dropped now appears within a few refreshes, without the page being reloaded.
         driver.execute_script("window.__stillHere = true")
         drop_file(dash.h, "acme", "late.ndjson", _ndjson(_sample("Patient.000.ndjson")[5:8]))
-        WebDriverWait(driver, 40).until(lambda d: "late.ndjson" in d.find_element(By.ID, "files").text)
+        # The live refresh replaces the table: an element found just before it is stale.
+        WebDriverWait(driver, 40, ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda d: "late.ndjson" in d.find_element(By.ID, "files").text
+        )
         assert driver.execute_script("return window.__stillHere === true")
         assert "Updated" in driver.find_element(By.ID, "refresh-status").text
         shots["tenant"] = _shot(driver, "ui-tenant.png")
 
-        link = driver.find_element(
-            By.XPATH,
-            "//table[@id='files']//tr[th/a[normalize-space()='mixed.ndjson']]//a[@class='report-link']",
-        )
-        assert link.get_attribute("textContent").strip() == "Report of mixed.ndjson"  # the hidden part
-        link.click()
+        for attempt in range(3):  # a refresh may swap the table between finding the link and using it
+            try:
+                link = driver.find_element(
+                    By.XPATH,
+                    "//table[@id='files']//tr[th/a[normalize-space()='mixed.ndjson']]//a[@class='report-link']",
+                )
+                assert link.get_attribute("textContent").strip() == "Report of mixed.ndjson"  # hidden part
+                link.click()
+                break
+            except StaleElementReferenceException:
+                if attempt == 2:
+                    raise
         wait.until(ec.presence_of_element_located((By.ID, "rejected-records")))
         rejected = driver.find_element(By.ID, "rejected-records").text
         assert "code_not_in_value_set" in rejected and "Patient.gender" in rejected
