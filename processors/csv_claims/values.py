@@ -5,6 +5,7 @@ Every problem names the column and the kind of problem, never the value (values 
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import date
 from decimal import Decimal
@@ -91,7 +92,10 @@ def parse_yyyymmdd(value: str) -> date | None:
         return None
 
 
+@functools.lru_cache(maxsize=8192)
 def parse_decimal(value: str) -> Decimal | None:
+    """Cached by text (a Decimal is immutable): claims repeat a few hundred amounts across
+    thousands of rows, and each amount is read by the row check and again by the mapping."""
     if not _DECIMAL.match(value):
         return None
     # More significant digits than any claims amount has; also what a consumer reading JSON
