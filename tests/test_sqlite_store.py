@@ -136,6 +136,40 @@ def test_a_database_locked_by_another_process_is_transient_and_the_file_waits(
     store.close()
 
 
+def test_opening_waits_while_the_database_is_locked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen in the crash campaign: a worker starting while another recovered a killed one's WAL
+    got "database is locked" from its first PRAGMA at once (SQLite's busy handler does not
+    always run there) and exited. Opening now retries until the busy timeout."""
+    path = tmp_path / "db.sqlite"
+    SqliteStore(path).close()
+    real_connect = sqlite3.connect
+    refusals = {"left": 3}
+
+    class Locked:
+        def execute(self, *_args: object) -> None:
+            raise sqlite3.OperationalError("database is locked")
+
+        def close(self) -> None:
+            pass
+
+    def connect(*args: object, **kwargs: object) -> object:
+        if refusals["left"]:
+            refusals["left"] -= 1
+            return Locked()
+        return real_connect(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    for read_only in (False, True):
+        refusals["left"] = 3
+        store = SqliteStore(path, read_only=read_only)
+        assert refusals["left"] == 0
+        assert store.resources.counts() == {}
+        store.close()
+    refusals["left"] = 10**6  # locked for good: a clear, transient error after the busy timeout
+    with pytest.raises(StoreUnavailable, match="stayed locked"):
+        SqliteStore(path, busy_timeout=0.2)
+
+
 def test_three_processes_on_one_zone_load_each_file_exactly_once(zone: Path) -> None:
     files = sorted(p for p in BULK.glob("*.ndjson") if p.name != "log.ndjson")
     expected = {p.name: line_count(p) for p in files}

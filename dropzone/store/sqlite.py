@@ -337,22 +337,51 @@ def _connect(path: Path, busy_timeout: float, read_only: bool = False) -> sqlite
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     except OSError as err:
         raise ConfigError(f"cannot create the store database {path}: {err.strerror}") from err
-    try:
+
+    def configured() -> tuple[sqlite3.Connection, str]:
         # isolation_level=None: no implicit transactions; ours are explicit BEGIN IMMEDIATE.
         conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        conn.execute("PRAGMA synchronous = FULL")
-        # 40 MB of WAL between checkpoints (default 4 MB): a bulk load checkpoints 10x less often.
-        conn.execute("PRAGMA wal_autocheckpoint = 10000")
-        # 16 MB of page cache (default 2 MB): the search index's B-trees take random-order keys
-        # (ids, codes), and with the default most inserts miss the cache.
-        conn.execute("PRAGMA cache_size = -16384")
-    except sqlite3.DatabaseError as err:
-        raise ConfigError(f"{path} is not a usable SQLite database ({err})") from err
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            conn.execute("PRAGMA synchronous = FULL")
+            # 40 MB of WAL between checkpoints (default 4 MB): a bulk load checkpoints 10x less often.
+            conn.execute("PRAGMA wal_autocheckpoint = 10000")
+            # 16 MB of page cache (default 2 MB): the search index's B-trees take random-order
+            # keys (ids, codes), and with the default most inserts miss the cache.
+            conn.execute("PRAGMA cache_size = -16384")
+        except BaseException:
+            conn.close()
+            raise
+        return conn, mode
+
+    conn, mode = _while_locked(configured, path, busy_timeout)
     if mode != "wal":
         conn.close()
         raise ConfigError(f"{path}: SQLite refused WAL mode ({mode}); is it on a network file system?")
     return conn
+
+
+def _while_locked(
+    open_configured: Callable[[], tuple[sqlite3.Connection, str]], path: Path, busy_timeout: float
+) -> tuple[sqlite3.Connection, str]:
+    """Open, retrying while the database is locked. SQLite does not always wait on its busy
+    handler while a connection is opened and set up: a process starting while another recovers
+    the WAL of a killed one got "database is locked" at once (the crash campaign saw a worker
+    exit so), where it should wait as any later statement does."""
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.01
+    while True:
+        try:
+            return open_configured()
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) and "busy" not in str(err):
+                raise ConfigError(f"{path} is not a usable SQLite database ({err})") from err
+            if time.monotonic() + pause > deadline:
+                raise StoreUnavailable(f"SQLite: {path} stayed locked for {busy_timeout:g} s") from err
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+        except sqlite3.DatabaseError as err:
+            raise ConfigError(f"{path} is not a usable SQLite database ({err})") from err
 
 
 def _connect_read_only(path: Path, busy_timeout: float) -> sqlite3.Connection:
@@ -360,12 +389,17 @@ def _connect_read_only(path: Path, busy_timeout: float) -> sqlite3.Connection:
     read-only WAL reader cannot recover a -wal left by a crash, and a plain connection that
     writes nothing leaves the file as it was (SQLite removes the -wal and -shm it made when
     the last connection closes)."""
-    try:
+
+    def configured() -> tuple[sqlite3.Connection, str]:
         conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA query_only = ON")
-        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-    except sqlite3.DatabaseError as err:
-        raise ConfigError(f"{path} is not a usable SQLite database ({err})") from err
+        try:
+            conn.execute("PRAGMA query_only = ON")
+            return conn, conn.execute("PRAGMA journal_mode").fetchone()[0]
+        except BaseException:
+            conn.close()
+            raise
+
+    conn, mode = _while_locked(configured, path, busy_timeout)
     if mode != "wal":
         conn.close()
         raise ConfigError(f"{path} is not a dropzone store (journal mode {mode})")
