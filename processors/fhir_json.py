@@ -286,14 +286,11 @@ def dumps(obj: Any, *, sort_keys: bool = False) -> bytes:
     substituted afterwards took 92)."""
     option = orjson.OPT_SORT_KEYS if sort_keys else 0
     try:
-        try:
-            return _exact_size(orjson.dumps(obj, default=_fragment, option=option))
-        except JSONEncodeError:
-            # An int beyond 64 bits (orjson never hands ints to ``default``), or nesting too deep,
-            # which this dumps raises again for the caller.
-            return _exact_size(orjson.dumps(_with_big_ints_as_text(obj), default=_fragment, option=option))
-    except ValueError as err:  # a NaN or infinite Decimal
-        raise JSONEncodeError(str(err)) from None
+        return _exact_size(orjson.dumps(obj, default=_fragment, option=option))
+    except JSONEncodeError:
+        # An int beyond 64 bits (orjson never hands ints to ``default``); nesting too deep or a
+        # NaN decimal (``decimal_text`` refuses it inside ``default``) this dumps raises again.
+        return _exact_size(orjson.dumps(_with_big_ints_as_text(obj), default=_fragment, option=option))
 
 
 def _with_big_ints_as_text(node: Any) -> Any:
