@@ -25,8 +25,8 @@ from processors.csv_claims.fhir import (
     PAYER_ID,
     TAX_OID,
     bb_category,
+    coded,
     coding,
-    concept,
     data_absent,
     money,
     ref,
@@ -34,13 +34,21 @@ from processors.csv_claims.fhir import (
 from processors.csv_claims.layouts import CARRIER_LINES, Layout
 from processors.csv_claims.values import RowValues
 
+_CODE_GROUPS = ("HCPCS_CD", "PRF_PHYSN_NPI", "TAX_NUM", "LINE_ICD9_DGNS_CD", "LINE_PRCSG_IND_CD")
+# Per line slot: its code columns and amount columns (names made once, not per claim).
+_SLOT_COLUMNS = {
+    n: (tuple(f"{g}_{n}" for g in _CODE_GROUPS), tuple(f"{c}_{n}" for c, *_ in CARRIER_LINE_AMOUNTS))
+    for n in range(1, CARRIER_LINES + 1)
+}
+
 
 def _line_used(v: RowValues, n: int) -> bool:
-    for group in ("HCPCS_CD", "PRF_PHYSN_NPI", "TAX_NUM", "LINE_ICD9_DGNS_CD", "LINE_PRCSG_IND_CD"):
-        if v.text(f"{group}_{n}"):
+    codes, amounts = _SLOT_COLUMNS[n]
+    for column in codes:
+        if v.text(column):
             return True
-    for column, *_ in CARRIER_LINE_AMOUNTS:
-        raw = v.text(f"{column}_{n}")
+    for column in amounts:
+        raw = v.text(column)
         if raw is not None and _nonzero(raw):
             return True
     return False
@@ -56,7 +64,10 @@ def _nonzero(raw: str) -> bool:
 def map_carrier(layout: Layout, claim_id: str, bene: str, v: RowValues) -> ClaimResult | None:
     from_dt, thru_dt = v.date("CLM_FROM_DT"), v.date("CLM_THRU_DT")
     used = [n for n in range(1, CARRIER_LINES + 1) if _line_used(v, n)]
-    line_amounts = {n: [(spec, v.amount(f"{spec[0]}_{n}")) for spec in CARRIER_LINE_AMOUNTS] for n in used}
+    line_amounts = {
+        n: [(s, v.amount(col)) for s, col in zip(CARRIER_LINE_AMOUNTS, _SLOT_COLUMNS[n][1], strict=True)]
+        for n in used
+    }
     if v.issues:
         return None
     created = thru_dt or from_dt
@@ -74,7 +85,7 @@ def map_carrier(layout: Layout, claim_id: str, bene: str, v: RowValues) -> Claim
     if tax:
         eob["provider"] = {
             "identifier": {
-                "type": concept(coding(HL7 + "v2-0203", "TAX", "Tax ID number")),
+                "type": coded(HL7 + "v2-0203", "TAX", "Tax ID number"),
                 "system": TAX_OID,
                 "value": tax,
             }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cache, lru_cache
 from typing import Any
 
 from processors.csv_claims.fhir import (
@@ -17,6 +18,7 @@ from processors.csv_claims.fhir import (
     ICD9,
     NPI,
     bb_category,
+    coded,
     coding,
     concept,
     money,
@@ -87,10 +89,11 @@ class ClaimResult:
     notes: list[str] = field(default_factory=list)
 
 
+@cache  # shared: see processors.csv_claims.fhir
 def payment_status() -> dict[str, Any]:
     return {
-        "category": concept(coding(C4BB + "C4BBAdjudicationDiscriminator", "benefitpaymentstatus")),
-        "reason": concept(coding(C4BB + "C4BBPayerAdjudicationStatus", "other")),
+        "category": coded(C4BB + "C4BBAdjudicationDiscriminator", "benefitpaymentstatus"),
+        "reason": coded(C4BB + "C4BBPayerAdjudicationStatus", "other"),
     }
 
 
@@ -134,8 +137,8 @@ class Diagnoses:
         self.entries.append(
             {
                 "sequence": sequence,
-                "diagnosisCodeableConcept": concept(coding(ICD9, code)),
-                "type": [concept(coding(type_system, type_code))],
+                "diagnosisCodeableConcept": coded(ICD9, code),
+                "type": [coded(type_system, type_code)],
             }
         )
         self._seen[key] = sequence
@@ -184,13 +187,14 @@ def procedures(rows: list[ClaimRow]) -> list[dict[str, Any]]:
             out.append(
                 {
                     "sequence": len(out) + 1,
-                    "type": [concept(coding(C4BB + "C4BBClaimProcedureType", kind))],
-                    "procedureCodeableConcept": concept(coding(ICD9, code)),
+                    "type": [coded(C4BB + "C4BBClaimProcedureType", kind)],
+                    "procedureCodeableConcept": coded(ICD9, code),
                 }
             )
     return out
 
 
+@lru_cache(maxsize=65_536)  # shared: see processors.csv_claims.fhir; HCPCS has ~10,000 codes
 def product(code: str | None, inpatient: bool = False) -> dict[str, Any]:
     if not code:
         return concept(coding(HL7 + "data-absent-reason", "not-applicable", "Not Applicable"))
@@ -209,7 +213,7 @@ def care_team_member(sequence: int, npi: str, role: str, responsible: bool = Fal
         "sequence": sequence,
         "provider": {
             "identifier": {
-                "type": concept(coding(C4BB + "C4BBIdentifierType", "npi", "National Provider Identifier")),
+                "type": coded(C4BB + "C4BBIdentifierType", "npi", "National Provider Identifier"),
                 "system": NPI,
                 "value": npi,
             }
@@ -217,7 +221,7 @@ def care_team_member(sequence: int, npi: str, role: str, responsible: bool = Fal
     }
     if responsible:
         member["responsible"] = True
-    member["role"] = concept(coding(C4BB + "C4BBClaimCareTeamRole", role))
+    member["role"] = coded(C4BB + "C4BBClaimCareTeamRole", role)
     return member
 
 

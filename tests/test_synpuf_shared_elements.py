@@ -1,0 +1,88 @@
+"""The SynPUF mappers share constant elements between resources (``processors.csv_claims.fhir``):
+nothing on the way to the store may change them, or every later claim would carry the change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import PipelineFactory, drop
+from csv_helpers import SYNPUF, make_context
+from synpuf_fixtures import COLUMNS, carrier_rows, write_csv
+
+from dropzone.models import Outcome
+from dropzone.store.memory import MemoryStore
+from dropzone.store.sqlite import SqliteStore
+from processors import fhir_json
+from processors.csv_claims import eob, fhir
+from processors.csv_claims.synpuf import PROCESSORS
+
+INPATIENT = SYNPUF / "DE1_0_2008_to_2010_Inpatient_Claims_Sample_1.csv"
+SHARED = (fhir.coded, fhir.bb_category, eob.product, eob.payment_status)
+
+
+def _clear_shared() -> None:
+    for builder in SHARED:
+        builder.cache_clear()
+
+
+def _mapped(path: Path, layout: str) -> dict[str, bytes]:
+    """Every resource the layout's processor maps from ``path``, as text, by type/id."""
+    context = make_context(path, MemoryStore().resources)
+    return {
+        f"{r['resourceType']}/{r['id']}": fhir_json.dumps(r)
+        for record in PROCESSORS[layout](context).records()
+        for r in record.resources
+    }
+
+
+def _without_meta(text: bytes) -> bytes:
+    return fhir_json.dumps({k: v for k, v in fhir_json.loads(text).items() if k != "meta"})
+
+
+def test_mapped_claims_share_their_constant_elements(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "car.csv", COLUMNS["carrier"], carrier_rows(20), quote_header=False)
+    context = make_context(path, MemoryStore().resources)
+    eobs = [
+        r
+        for record in PROCESSORS["carrier"](context).records()
+        for r in record.resources
+        if r["resourceType"] == "ExplanationOfBenefit" and "careTeam" in r
+    ]
+    first, second = eobs[0], eobs[1]
+    assert first["item"][0]["adjudication"][0] is second["item"][0]["adjudication"][0]  # payment status
+    assert first["careTeam"][0]["role"] is second["careTeam"][0]["role"]
+    assert first["careTeam"][0] is not second["careTeam"][0]  # the member itself is the claim's own
+
+
+@pytest.mark.parametrize("layout", ["carrier", "inpatient"])
+def test_the_pipeline_changes_no_shared_element(
+    layout: str, zone: Path, tmp_path: Path, make_pipeline: PipelineFactory
+) -> None:
+    if layout == "carrier":
+        source = write_csv(tmp_path / "car.csv", COLUMNS["carrier"], carrier_rows(150), quote_header=False)
+    else:
+        source = INPATIENT
+    _clear_shared()
+    store = SqliteStore(zone / "store.sqlite")
+    drop(zone, "acme", source)
+    results = make_pipeline(store).drain()
+    assert [r.outcome for r in results] == [Outcome.ARCHIVED], [r.reason for r in results]
+
+    stored: dict[str, Any] = {}
+    for rtype in ("ExplanationOfBenefit", "Patient", "Coverage"):
+        for doc in store.resources.iter_resources("acme", rtype):
+            body = {k: v for k, v in doc.items() if k != "meta"}
+            stored[f"{rtype}/{doc['id']}"] = fhir_json.dumps(body)
+    # The shared elements, as the pipeline left them, against the same builders called afresh.
+    assert fhir.coded(fhir.ICD9, "4019") == fhir.coded.__wrapped__(fhir.ICD9, "4019")
+    assert eob.payment_status() == eob.payment_status.__wrapped__()
+    # Mapped again from clean caches: every claim stored as the uncached mapping writes it, so no
+    # element changed between the first claim that built it and the last that shared it.
+    _clear_shared()
+    expected = _mapped(source, layout)
+    eob_ids = [k for k in expected if k.startswith("ExplanationOfBenefit/")]
+    assert len(eob_ids) >= 100
+    for key in eob_ids:
+        assert stored[key] == _without_meta(expected[key]), key
