@@ -55,14 +55,16 @@ class JsonDecimal(Decimal):
     """A decimal JSON number that a float would not write back the same; ``str()`` is its JSON
     text (``decimal_text``)."""
 
-    __slots__ = ("_text",)
+    __slots__ = ("_fragment", "_text")
     _text: str
+    _fragment: orjson.Fragment  # what ``dumps`` writes: made once per (cached) instance
 
     def __new__(cls, value: str | Decimal) -> JsonDecimal:
         self = super().__new__(cls, value)
         if not self.is_finite():
             raise ValueError("NaN and Infinity are not JSON numbers")
         self._text = _canonical(self)
+        self._fragment = orjson.Fragment(self._text)
         return self
 
     def __str__(self) -> str:
@@ -273,6 +275,8 @@ def _exact_size(out: bytes) -> bytes:
 
 def _fragment(value: Any) -> orjson.Fragment:
     """orjson's ``default`` for what it cannot write itself: a decimal goes in as its JSON text."""
+    if type(value) is JsonDecimal:
+        return value._fragment
     if isinstance(value, Decimal):
         return orjson.Fragment(decimal_text(value))
     raise TypeError(f"{type(value).__name__} is not JSON")

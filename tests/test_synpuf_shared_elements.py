@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PipelineFactory, drop
 from csv_helpers import SYNPUF, make_context
 from synpuf_fixtures import COLUMNS, carrier_rows, write_csv
 
+from conftest import PipelineFactory, drop
 from dropzone.models import Outcome
 from dropzone.store.memory import MemoryStore
 from dropzone.store.sqlite import SqliteStore
