@@ -194,7 +194,7 @@ def procedures(rows: list[ClaimRow]) -> list[dict[str, Any]]:
     return out
 
 
-@lru_cache(maxsize=65_536)  # shared: see processors.csv_claims.fhir; HCPCS has ~10,000 codes
+@lru_cache(maxsize=32_768)  # shared: see processors.csv_claims.fhir; HCPCS + CPT: ~20,000 codes
 def product(code: str | None, inpatient: bool = False) -> dict[str, Any]:
     if not code:
         return concept(coding(HL7 + "data-absent-reason", "not-applicable", "Not Applicable"))

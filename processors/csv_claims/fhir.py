@@ -3,12 +3,13 @@
 URL conventions follow CMS Blue Button 2.0 (BFD) and CARIN Blue Button (see
 docs in README, "Claims CSV and mappings", and SYNPUF_MAPPING.md).
 
-Builders of constant elements (``coded`` and ``bb_category`` here, ``payment_status`` and ``product`` in
-``eob``) return one shared object per arguments: a carrier claim asks for ~140 codings, and
-building each anew was a third of its mapping time. So a mapped resource's elements may be
-shared with other resources, and nothing may change a mapped resource in place (nothing does:
-the pipeline serialises it, and rewriting a conditional reference works on a fresh parse of
-the text, ``dropzone.search.references``). tests/test_synpuf_shared_elements.py holds them to it.
+Builders of constant elements (``coded`` and ``bb_category`` here, ``payment_status`` and
+``product`` in ``eob``) return one shared object per arguments: a carrier claim asks for ~140
+codings, and building each anew was a third of its mapping time. So a mapped resource's
+elements may be shared with other resources, and nothing may change a mapped resource in place
+(nothing does: the pipeline serialises it, and rewriting a conditional reference works on a
+fresh parse of the text, ``dropzone.search.references``); tests/test_synpuf_shared_elements.py
+fails if that changes. The caches are bounded (a few tens of MB at most).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def concept(*codings: dict[str, Any], text: str | None = None) -> dict[str, Any]
     return out
 
 
-@lru_cache(maxsize=65_536)  # shared: see the module docstring; ICD-9 has ~17,000 codes
+@lru_cache(maxsize=32_768)  # shared: see the module docstring; ICD-9 has ~17,000 codes
 def coded(system: str, code: str, display: str | None = None) -> dict[str, Any]:
     """A CodeableConcept of one coding."""
     return concept(coding(system, code, display))
