@@ -3,6 +3,7 @@ used slot one item with its line amounts; claim totals are the sums over used li
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -34,20 +35,40 @@ from processors.csv_claims.fhir import (
 from processors.csv_claims.layouts import CARRIER_LINES, Layout
 from processors.csv_claims.values import RowValues
 
-_CODE_GROUPS = ("HCPCS_CD", "PRF_PHYSN_NPI", "TAX_NUM", "LINE_ICD9_DGNS_CD", "LINE_PRCSG_IND_CD")
-# Per line slot: its code columns and amount columns (names made once, not per claim).
-_SLOT_COLUMNS = {
-    n: (tuple(f"{g}_{n}" for g in _CODE_GROUPS), tuple(f"{c}_{n}" for c, *_ in CARRIER_LINE_AMOUNTS))
-    for n in range(1, CARRIER_LINES + 1)
-}
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """The column names of line slot ``n``, made once rather than per claim."""
+
+    hcpcs: str
+    npi: str
+    tax: str
+    dx: str
+    indicator: str
+    amounts: tuple[str, ...]  # in CARRIER_LINE_AMOUNTS order
+
+    @classmethod
+    def of(cls, n: int) -> _Slot:
+        amounts = tuple(f"{column}_{n}" for column, *_ in CARRIER_LINE_AMOUNTS)
+        return cls(
+            f"HCPCS_CD_{n}",
+            f"PRF_PHYSN_NPI_{n}",
+            f"TAX_NUM_{n}",
+            f"LINE_ICD9_DGNS_CD_{n}",
+            f"LINE_PRCSG_IND_CD_{n}",
+            amounts,
+        )
+
+
+_SLOTS = {n: _Slot.of(n) for n in range(1, CARRIER_LINES + 1)}
 
 
 def _line_used(v: RowValues, n: int) -> bool:
-    codes, amounts = _SLOT_COLUMNS[n]
-    for column in codes:
+    slot = _SLOTS[n]
+    for column in (slot.hcpcs, slot.npi, slot.tax, slot.dx, slot.indicator):
         if v.text(column):
             return True
-    for column in amounts:
+    for column in slot.amounts:
         raw = v.text(column)
         if raw is not None and _nonzero(raw):
             return True
@@ -65,7 +86,7 @@ def map_carrier(layout: Layout, claim_id: str, bene: str, v: RowValues) -> Claim
     from_dt, thru_dt = v.date("CLM_FROM_DT"), v.date("CLM_THRU_DT")
     used = [n for n in range(1, CARRIER_LINES + 1) if _line_used(v, n)]
     line_amounts = {
-        n: [(s, v.amount(col)) for s, col in zip(CARRIER_LINE_AMOUNTS, _SLOT_COLUMNS[n][1], strict=True)]
+        n: [(s, v.amount(col)) for s, col in zip(CARRIER_LINE_AMOUNTS, _SLOTS[n].amounts, strict=True)]
         for n in used
     }
     if v.issues:
@@ -81,7 +102,7 @@ def map_carrier(layout: Layout, claim_id: str, bene: str, v: RowValues) -> Claim
         eob["billablePeriod"] = period
     eob["created"] = created
     eob["insurer"] = ref("Organization", PAYER_ID)
-    tax = next((v.text(f"TAX_NUM_{n}") for n in used if v.text(f"TAX_NUM_{n}")), None)
+    tax = next((t for n in used if (t := v.text(_SLOTS[n].tax))), None)
     if tax:
         eob["provider"] = {
             "identifier": {
@@ -97,7 +118,7 @@ def map_carrier(layout: Layout, claim_id: str, bene: str, v: RowValues) -> Claim
     care_team: list[dict[str, Any]] = []
     care_seq: dict[str, int] = {}
     for n in used:
-        npi = v.text(f"PRF_PHYSN_NPI_{n}")
+        npi = v.text(_SLOTS[n].npi)
         if npi and npi not in care_seq:
             care_seq[npi] = len(care_team) + 1
             care_team.append(care_team_member(care_seq[npi], npi, "rendering", responsible=True))
@@ -108,7 +129,7 @@ def map_carrier(layout: Layout, claim_id: str, bene: str, v: RowValues) -> Claim
     add_claim_diagnoses(dx, v, 8, carrier=True)
     line_dx: dict[int, int] = {}
     for n in used:
-        code = v.text(f"LINE_ICD9_DGNS_CD_{n}")
+        code = v.text(_SLOTS[n].dx)
         if code:
             line_dx[n] = dx.sequence_of(code) or dx.add(code, C4BB_DX, "secondary")
     if dx.entries:
@@ -121,22 +142,23 @@ def map_carrier(layout: Layout, claim_id: str, bene: str, v: RowValues) -> Claim
     for n in used:
         item: dict[str, Any] = {"sequence": n}
         extensions = []
-        tax_n = v.text(f"TAX_NUM_{n}")
+        slot = _SLOTS[n]
+        tax_n = v.text(slot.tax)
         if tax_n:
             extensions.append({"url": BB + "tax_num", "valueCoding": coding(BB + "tax_num", tax_n)})
-        indicator = v.text(f"LINE_PRCSG_IND_CD_{n}")
+        indicator = v.text(slot.indicator)
         if indicator:
             extensions.append(
                 {"url": BB + "line_prcsg_ind_cd", "valueCoding": coding(BB + "line_prcsg_ind_cd", indicator)}
             )
         if extensions:
             item = {"extension": extensions, **item}
-        npi = v.text(f"PRF_PHYSN_NPI_{n}")
+        npi = v.text(slot.npi)
         if npi:
             item["careTeamSequence"] = [care_seq[npi]]
         if n in line_dx:
             item["diagnosisSequence"] = [line_dx[n]]
-        item["productOrService"] = product(v.text(f"HCPCS_CD_{n}"))
+        item["productOrService"] = product(v.text(slot.hcpcs))
         if period:
             item["servicedPeriod"] = dict(period)
         adjudication = [payment_status()]

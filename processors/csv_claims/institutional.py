@@ -36,6 +36,7 @@ from processors.csv_claims.fhir import (
     HL7,
     MS_DRG,
     PAYER_ID,
+    coded,
     coding,
     concept,
     data_absent,
@@ -95,7 +96,7 @@ def map_institutional(
                 "id": "provider-org",
                 "identifier": [
                     {
-                        "type": concept(coding(HL7 + "v2-0203", "PRN", "Provider number")),
+                        "type": coded(HL7 + "v2-0203", "PRN", "Provider number"),
                         "system": BB + "prvdr_num",
                         "value": provider_number,
                     }
@@ -124,7 +125,7 @@ def map_institutional(
             info.append(
                 {
                     "sequence": 1,
-                    "category": concept(coding(C4BB + "C4BBSupportingInfoType", "admissionperiod")),
+                    "category": coded(C4BB + "C4BBSupportingInfoType", "admissionperiod"),
                     "timingPeriod": admission,
                 }
             )
@@ -183,21 +184,21 @@ def map_institutional(
     if days is not None:
         financial.append(
             {
-                "type": concept(coding(BBCS + "benefit-balance", BB + "clm_utlztn_day_cnt")),
+                "type": coded(BBCS + "benefit-balance", BB + "clm_utlztn_day_cnt"),
                 "usedUnsignedInt": days,
             }
         )
     if per_diem is not None:
         financial.append(
             {
-                "type": concept(coding(BBCS + "benefit-balance", BB + "clm_pass_thru_per_diem_amt")),
+                "type": coded(BBCS + "benefit-balance", BB + "clm_pass_thru_per_diem_amt"),
                 "usedMoney": money(per_diem),
             }
         )
     if financial:
         eob["benefitBalance"] = [
             {
-                "category": concept(coding(HL7 + "ex-benefitcategory", "1", "Medical Care")),
+                "category": coded(HL7 + "ex-benefitcategory", "1", "Medical Care"),
                 "financial": financial,
             }
         ]

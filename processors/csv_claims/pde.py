@@ -13,6 +13,7 @@ from processors.csv_claims.fhir import (
     NDC,
     PAYER_ID,
     bb_category,
+    coded,
     coding,
     concept,
     data_absent,
@@ -44,16 +45,16 @@ def map_pde(layout: Layout, pde_id: str, bene: str, v: RowValues) -> ClaimResult
         eob["supportingInfo"] = [
             {
                 "sequence": 1,
-                "category": concept(coding(C4BB + "C4BBSupportingInfoType", "dayssupply")),
+                "category": coded(C4BB + "C4BBSupportingInfoType", "dayssupply"),
                 "valueQuantity": {"value": days},
             }
         ]
     eob["insurance"] = [{"focal": True, "coverage": {"reference": f"Coverage/{cov}"}}]
     product = v.text("PROD_SRVC_ID")
     if product is None:
-        product_concept = concept(coding(HL7 + "data-absent-reason", "unknown", "Unknown"))
+        product_concept = coded(HL7 + "data-absent-reason", "unknown", "Unknown")
     elif product.isdigit():
-        product_concept = concept(coding(NDC, product))
+        product_concept = coded(NDC, product)
     else:  # e.g. the literal OTHER: not an NDC
         product_concept = concept(coding(HL7 + "data-absent-reason", "masked", "Masked"), text=product)
     item: dict[str, Any] = {"sequence": 1, "productOrService": product_concept, "servicedDate": served}
