@@ -160,6 +160,24 @@ def validate_resource(resource: Any) -> list[Issue]:
     return walker.issues
 
 
+# Where an element is: the root's text, or (parent, element name, array index or None) per step
+# down. Made into text only when an issue is reported: formatting a path for every element
+# visited was a large part of a walk.
+Where = str | tuple[Any, str, int | None]
+
+
+def _text(where: Where) -> str:
+    steps: list[str] = []
+    while type(where) is tuple:
+        where, key, index = where
+        steps.append(f".{key}" if index is None else f".{key}[{index}]")
+    return where + "".join(reversed(steps))
+
+
+def _at(where: Where, key: str) -> str:
+    return f"{_text(where)}.{key}"
+
+
 def _shown(key: str) -> str:
     """A key is an element name, not a value; an odd one is not echoed at all."""
     return key if _SAFE_KEY.fullmatch(key) else "(a key)"
@@ -185,20 +203,20 @@ class _Walker:
     def __init__(self, r4: R4Model) -> None:
         self.model = r4
         self.issues: list[Issue] = []
-        self.local_refs: list[tuple[str, str, frozenset[str]]] = []
+        self.local_refs: list[tuple[Where, str, frozenset[str]]] = []
 
-    def add(self, code: str, message: str, path: str | None) -> None:
-        self.issues.append(Issue(code, message, path))
+    def add(self, code: str, message: str, path: Where | None) -> None:
+        self.issues.append(Issue(code, message, None if path is None else _text(path)))
 
     # -- resources --------------------------------------------------------------------------------
 
-    def resource(self, node: Any, path: str | None, contained: bool) -> None:
+    def resource(self, node: Any, path: Where | None, contained: bool) -> None:
         if not isinstance(node, dict):
             self.add("wrong_type", f"expected a resource (a JSON object), found {_json_kind(node)}", path)
             return
         rtype = node.get("resourceType")
         if not isinstance(rtype, str) or rtype not in self.model.resource_types:
-            where = f"{path}.resourceType" if path else "resourceType"
+            where = _at(path, "resourceType") if path else "resourceType"
             self.add("unknown_resource_type", "not a FHIR R4 (4.0.1) resource type", where)
             return
         here = path or rtype
@@ -206,7 +224,7 @@ class _Walker:
             self.add(
                 "nested_contained",
                 "a contained resource cannot contain resources (dom-2)",
-                f"{here}.contained",
+                _at(here, "contained"),
             )
         outer_refs = self.local_refs
         if not contained:
@@ -216,7 +234,7 @@ class _Walker:
             self._check_local_refs(node, here)
             self.local_refs = outer_refs
 
-    def _check_local_refs(self, node: dict[str, Any], path: str) -> None:
+    def _check_local_refs(self, node: dict[str, Any], path: Where) -> None:
         if not self.local_refs:
             return
         kinds = {}
@@ -235,7 +253,7 @@ class _Walker:
 
     # -- objects ----------------------------------------------------------------------------------
 
-    def object(self, node: dict[str, Any], owner: _Type, path: str) -> None:
+    def object(self, node: dict[str, Any], owner: _Type, path: Where) -> None:
         if not node:
             self.add("empty_object", "an object must have at least one element", path)
             return
@@ -249,7 +267,7 @@ class _Walker:
                 self.add(
                     "unknown_element",
                     f"{owner.name} has no element {_shown(key)!r} in R4",
-                    f"{path}.{_shown(key)}",
+                    _at(path, _shown(key)),
                 )
                 continue
             if rule.group is not None:
@@ -260,32 +278,32 @@ class _Walker:
                     self.add(
                         "multiple_choice_variants",
                         f"{rule.group} may take one type; found {chosen} and {rule.variant}",
-                        f"{path}.{key}",
+                        _at(path, key),
                     )
                     continue
             if value is None:
-                self.add("null_value", "null is not a value in FHIR JSON; omit the element", f"{path}.{key}")
+                self.add("null_value", "null is not a value in FHIR JSON; omit the element", _at(path, key))
                 continue
             if rule.many:
                 if type(value) is not list:
-                    self.add("not_an_array", f"{key} repeats: it must be a JSON array", f"{path}.{key}")
+                    self.add("not_an_array", f"{key} repeats: it must be a JSON array", _at(path, key))
                     continue
                 if not value:
                     self.add(
                         "empty_array",
                         "an array must have at least one item; omit the element",
-                        f"{path}.{key}",
+                        _at(path, key),
                     )
                     continue
                 if rule.kind == _PRIMITIVE or rule.kind == _PRIMITIVE_EXT:
                     self._primitive_array(node, key, value, rule, path)
                 else:
                     for index, item in enumerate(value):
-                        self.item(item, rule, f"{path}.{key}[{index}]")
+                        self.item(item, rule, (path, key, index))
             else:
                 if type(value) is list:
                     self.add(
-                        "unexpected_array", f"{key} does not repeat: it must not be an array", f"{path}.{key}"
+                        "unexpected_array", f"{key} does not repeat: it must not be an array", _at(path, key)
                     )
                     continue
                 if rule.kind == _PRIMITIVE:
@@ -293,17 +311,17 @@ class _Walker:
                         continue  # the common case, without a call
                     self.primitive(value, rule, path, key)
                 else:
-                    self.item(value, rule, f"{path}.{key}")
+                    self.item(value, rule, (path, key, None))
         for label, keys in owner.required:
             for key in keys:
                 if key in node:
                     break
             else:
                 self.add(
-                    "required", f"{owner.name}.{label} is required (minimum cardinality 1)", f"{path}.{label}"
+                    "required", f"{owner.name}.{label} is required (minimum cardinality 1)", _at(path, label)
                 )
 
-    def item(self, value: Any, rule: _Rule, path: str) -> None:
+    def item(self, value: Any, rule: _Rule, path: Where) -> None:
         kind = rule.kind
         if kind == _COMPLEX:
             if type(value) is not dict:
@@ -329,7 +347,7 @@ class _Walker:
             self.resource(value, path, contained=rule.label == "contained")
 
     def _primitive_array(
-        self, node: dict[str, Any], key: str, values: list[Any], rule: _Rule, path: str
+        self, node: dict[str, Any], key: str, values: list[Any], rule: _Rule, path: Where
     ) -> None:
         """``x`` and ``_x`` arrays: same length, and a null in one needs a value in the other."""
         partner_key = key[1:] if rule.kind == _PRIMITIVE_EXT else "_" + key
@@ -339,62 +357,60 @@ class _Walker:
                 self.add(
                     "misaligned_primitive_extension",
                     f"{partner_key} must be an array as long as {key}",
-                    f"{path}.{partner_key}",
+                    _at(path, partner_key),
                 )
             partner = None
         for index, item in enumerate(values):
-            where = f"{path}.{key}[{index}]"
             if item is None:
                 if partner is None or partner[index] is None:
                     self.add(
                         "null_value",
                         "a null array item needs its value or extension in the partner array",
-                        where,
+                        (path, key, index),
                     )
                 continue
             if rule.kind == _PRIMITIVE:
-                self.primitive(item, rule, path, f"{key}[{index}]")
+                self.primitive(item, rule, path, key, index)
             else:
-                self.item(item, rule, where)
+                self.item(item, rule, (path, key, index))
 
-    def primitive(self, value: Any, rule: _Rule, path: str, key: str) -> None:
+    def primitive(self, value: Any, rule: _Rule, path: Where, key: str, index: int | None = None) -> None:
+        where = (path, key, index)
         spec = rule.primitive
         assert spec is not None
         kind = spec.json
         if kind == "string":
             if type(value) is not str:
-                self._wrong_primitive(spec, value, path, key)
+                self._wrong_primitive(spec, value, where)
             elif not spec.valid_text(value):
-                self.add(
-                    "invalid_value", f"not a valid {spec.name} (the R4 {spec.name} pattern)", f"{path}.{key}"
-                )
+                self.add("invalid_value", f"not a valid {spec.name} (the R4 {spec.name} pattern)", where)
             elif rule.codes is not None and value not in rule.codes:
                 self.add(
                     "code_not_in_value_set",
                     "the code is not in the element's required value set",
-                    f"{path}.{key}",
+                    where,
                 )
         elif kind == "decimal":
             if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
-                self._wrong_primitive(spec, value, path, key)
+                self._wrong_primitive(spec, value, where)
         elif kind == "integer":
             if type(value) is not int:
-                self._wrong_primitive(spec, value, path, key)
+                self._wrong_primitive(spec, value, where)
             elif spec.range is not None and not spec.range[0] <= value <= spec.range[1]:
                 low, high = spec.range
-                self.add("out_of_range", f"a {spec.name} must be between {low} and {high}", f"{path}.{key}")
+                self.add("out_of_range", f"a {spec.name} must be between {low} and {high}", where)
         elif type(value) is not bool:
-            self._wrong_primitive(spec, value, path, key)
+            self._wrong_primitive(spec, value, where)
 
-    def _wrong_primitive(self, spec: _Primitive, value: Any, path: str, key: str) -> None:
+    def _wrong_primitive(self, spec: _Primitive, value: Any, where: Where) -> None:
         article = "an" if spec.name[0] in "aeiou" else "a"
         self.add(
             "wrong_type",
             f"{article} {spec.name} must be {_JSON_WORD[spec.json]}, found {_json_kind(value)}",
-            f"{path}.{key}",
+            where,
         )
 
-    def _extension_rule(self, node: dict[str, Any], path: str) -> None:
+    def _extension_rule(self, node: dict[str, Any], path: Where) -> None:
         if "extension" in node and any(key.startswith(("value", "_value")) for key in node):
             self.add(
                 "extension_value_and_children",
@@ -402,20 +418,20 @@ class _Walker:
                 path,
             )
 
-    def _reference(self, node: dict[str, Any], rule: _Rule, path: str) -> None:
+    def _reference(self, node: dict[str, Any], rule: _Rule, path: Where) -> None:
         targets = rule.targets
         reference = node.get("reference")
         if targets is None or type(reference) is not str:
             return
         if reference.startswith("#"):
-            self.local_refs.append((f"{path}.reference", reference[1:], targets))
+            self.local_refs.append(((path, "reference", None), reference[1:], targets))
             return
         named = _referenced_type(reference, self.model.resource_types)
         if named is not None and named not in targets:
             self.add(
                 "invalid_reference_target",
                 f"a reference to a {named} is not allowed here",
-                f"{path}.reference",
+                _at(path, "reference"),
             )
 
 
