@@ -56,9 +56,12 @@ class Record:
     index: int
     location: str
     resources: list[dict[str, Any]] = field(default_factory=list)
-    # From a processor with a ``raw_parser``: the record's bytes, parsed by the pipeline in a
-    # worker process (``resources`` then stays empty).
-    raw: bytes | None = None
+    # From a processor with a ``raw_parser``: what that parser takes (an NDJSON line's bytes, a
+    # claim's CSV fields), turned into resources by the pipeline in a worker process
+    # (``resources`` then stays empty). It is pickled to the worker: keep it small and plain.
+    raw: Any = None
+    # The size of ``raw`` in bytes where it is not ``bytes``, for the pipeline's batch limit.
+    raw_size: int = 0
     # (resourceType, id) for the report when ``resources`` is not kept (a parsed ``raw``).
     described: tuple[str | None, str | None] | None = None
     issues: list[Issue] = field(default_factory=list)
@@ -86,7 +89,7 @@ class Record:
         }
 
 
-#: What a ``raw_parser`` makes of one record's bytes: its resources, or why it has none.
+#: What a ``raw_parser`` makes of one record's ``raw``: its resources, or why it has none.
 RawParsed = tuple[list[dict[str, Any]], list[Issue]]
 
 
@@ -116,11 +119,12 @@ class Processor(ABC):
     #: True for files that carry no data by design (a Bulk Data export log): with no records
     #: read they are archived, where any other processor's empty file is quarantined.
     informational: ClassVar[bool] = False
-    #: For formats whose records parse independently (one resource per line): a module-level
-    #: function ``bytes -> RawParsed``. ``records()`` then yields records with ``raw`` set and
-    #: the pipeline parses them in its worker processes, so parsing uses every core. It must be
-    #: picklable (importable by name) and must not depend on the processor's state.
-    raw_parser: ClassVar[Callable[[bytes], RawParsed] | None] = None
+    #: For records that parse or map independently (one resource per line, one claim): a
+    #: module-level function ``raw -> RawParsed``. ``records()`` then yields records with
+    #: ``raw`` set (all of them or some) and the pipeline runs it in its worker processes, so
+    #: that work uses every core. It must be picklable (importable by name) and must not depend
+    #: on the processor's state: what it needs travels in ``raw``.
+    raw_parser: ClassVar[Callable[[Any], RawParsed] | None] = None
 
     def __init__(self, context: ProcessorContext) -> None:
         self.context = context

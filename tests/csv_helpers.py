@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gzip
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,18 @@ def make_context(
     )
 
 
+def mapped_records(processor: Processor) -> Iterator[Record]:
+    """The processor's records with every raw payload turned into resources by its
+    ``raw_parser``, as the pipeline's workers do (here, in this process)."""
+    for record in processor.records():
+        if record.raw is not None:
+            assert processor.raw_parser is not None
+            resources, issues = processor.raw_parser(record.raw)
+            record.raw = None
+            record.resources, record.issues = resources, [*record.issues, *issues]
+        yield record
+
+
 def run_file(
     path: Path,
     store: MemoryStore | None = None,
@@ -125,7 +137,7 @@ def run_file(
     assert cls is not None, f"no processor accepts {path.name}"
     processor = cls(context)
     run = Run(processor, [])
-    for record in processor.records():
+    for record in mapped_records(processor):
         run.records.append(record)
         if record.issues:
             continue

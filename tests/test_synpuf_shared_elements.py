@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from csv_helpers import SYNPUF, make_context
+from csv_helpers import SYNPUF, make_context, mapped_records
 from synpuf_fixtures import COLUMNS, carrier_rows, write_csv
 
 from conftest import PipelineFactory, drop
@@ -32,7 +32,7 @@ def _mapped(path: Path, layout: str) -> dict[str, bytes]:
     context = make_context(path, MemoryStore().resources)
     return {
         f"{r['resourceType']}/{r['id']}": fhir_json.dumps(r)
-        for record in PROCESSORS[layout](context).records()
+        for record in mapped_records(PROCESSORS[layout](context))
         for r in record.resources
     }
 
@@ -46,7 +46,7 @@ def test_mapped_claims_share_their_constant_elements(tmp_path: Path) -> None:
     context = make_context(path, MemoryStore().resources)
     eobs = [
         r
-        for record in PROCESSORS["carrier"](context).records()
+        for record in mapped_records(PROCESSORS["carrier"](context))
         for r in record.resources
         if r["resourceType"] == "ExplanationOfBenefit" and "careTeam" in r
     ]

@@ -1,9 +1,10 @@
 """What the loader needs of a resource before it looks at the store, made where the resource is
 parsed: identity, canonical hash, the JSON text to store, its identifiers and search rows.
 
-For records that carry bytes (``Record.raw``, NDJSON lines) ``digest_raws`` runs in a pool
-worker: parsing, the processor's record checks, hashing and serialising then use every core,
-and the main process only compares hashes and stores text. Results are plain tuples so that
+For records that carry a raw payload (``Record.raw``: NDJSON lines, claims' CSV fields)
+``digest_raws`` runs in a pool worker: parsing or mapping, the processor's record checks,
+hashing and serialising then use every core, and the main process only compares hashes and
+stores text. Results are plain tuples so that
 pickling them back is cheap.
 """
 
@@ -49,8 +50,8 @@ def digest_resource(resource: dict[str, Any]) -> Digest:
     )
 
 
-def digest_raws(parser: Callable[[bytes], RawParsed], raws: list[bytes]) -> list[RawOutcome]:
-    """Pool entry point: each record's bytes -> its digests or its issues."""
+def digest_raws(parser: Callable[[Any], RawParsed], raws: list[Any]) -> list[RawOutcome]:
+    """Pool entry point: each record's raw payload -> its digests or its issues."""
     out: list[RawOutcome] = []
     for raw in raws:
         resources, issues = parser(raw)

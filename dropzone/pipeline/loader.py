@@ -2,8 +2,9 @@
 
 Per batch, in two trips to the process pool with the store lookups in between:
 
-1. records that carry bytes (``Record.raw``: NDJSON lines) are parsed, checked, hashed and
-   serialised in a worker (``digest``); records a processor parsed itself are hashed here;
+1. records that carry a raw payload (``Record.raw``: NDJSON lines, claims' CSV fields) are
+   parsed or mapped, checked, hashed and serialised in a worker (``digest``); records a
+   processor parsed itself are hashed here;
 2. this process looks up the stored hashes and the targets of conditional references
    (``dropzone.search.references``: a reference that matches exactly one stored resource is
    rewritten to ``Type/id``); a worker rewrites those references and validates what is not
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 from dropzone.models import Counts
 from dropzone.pipeline.digest import TOO_DEEP, RawOutcome, TooDeep, digest_raws, digest_resource
@@ -163,7 +165,7 @@ class Loader:
         batch_size: int,
         in_flight: int,
         progress: Callable[[int], None] | None = None,
-        raw_parser: Callable[[bytes], RawParsed] | None = None,
+        raw_parser: Callable[[Any], RawParsed] | None = None,
         commit_seconds: float = 0.0,
     ) -> None:
         self.resources = resources
@@ -236,7 +238,7 @@ class Loader:
                 break
             if record.raw is not None and not record.failed:
                 batch.raw_positions.append(len(batch.records))
-                row, row_bytes = [], len(record.raw)
+                row, row_bytes = [], record.raw_size or len(record.raw)
             else:
                 started = time.perf_counter()
                 row, row_bytes = _digested(record)
@@ -254,12 +256,12 @@ class Loader:
     def _parse(self, batch: _Batch) -> _Batch:
         if batch.raw_positions:
             if self.raw_parser is None:
-                raise TypeError("records carry raw bytes but the processor has no raw_parser")
-            raws: list[bytes] = []
+                raise TypeError("records carry a raw payload but the processor has no raw_parser")
+            raws: list[Any] = []
             for pos in batch.raw_positions:
                 record = batch.records[pos]
-                raws.append(record.raw or b"")
-                record.raw = None  # the pool holds the bytes until it has parsed them
+                raws.append(record.raw)
+                record.raw = None  # the pool holds the payload until it has parsed it
             batch.parsing = self.validator.call(digest_raws, self.raw_parser, raws)
         return batch
 

@@ -11,7 +11,7 @@ from processors.csv_claims.beneficiary import coverage_id
 from processors.csv_claims.eob import (
     C4BB_DX,
     CARRIER_LINE_AMOUNTS,
-    ClaimResult,
+    ClaimFacts,
     Diagnoses,
     add_claim_diagnoses,
     care_team_member,
@@ -82,8 +82,19 @@ def _nonzero(raw: str) -> bool:
         return True  # not a number: the line is used, and the amount check reports it
 
 
-def map_carrier(layout: Layout, claim_id: str, bene: str, v: RowValues) -> ClaimResult | None:
+def carrier_facts(bene: str, v: RowValues) -> ClaimFacts | None:
+    """None, with the problem in ``v``, when the claim has no date to file it under."""
     from_dt, thru_dt = v.date("CLM_FROM_DT"), v.date("CLM_THRU_DT")
+    created = thru_dt or from_dt
+    if created is None:
+        v.problem("missing_value", "CLM_THRU_DT", "CLM_THRU_DT is required (it dates the claim)")
+        return None
+    return ClaimFacts(bene, coverage_id("b", bene, created[:4]), created, from_dt, thru_dt)
+
+
+def map_carrier(layout: Layout, claim_id: str, facts: ClaimFacts, v: RowValues) -> dict[str, Any] | None:
+    """The EOB of a row that passed the row check (``check_row``) and gave ``facts``."""
+    bene, from_dt, thru_dt, created = facts.bene_id, facts.from_dt, facts.thru_dt, facts.created
     used = [n for n in range(1, CARRIER_LINES + 1) if _line_used(v, n)]
     line_amounts = {
         n: [(s, v.amount(col)) for s, col in zip(CARRIER_LINE_AMOUNTS, _SLOTS[n].amounts, strict=True)]
@@ -91,11 +102,6 @@ def map_carrier(layout: Layout, claim_id: str, bene: str, v: RowValues) -> Claim
     }
     if v.issues:
         return None
-    created = thru_dt or from_dt
-    if created is None:
-        v.problem("missing_value", "CLM_THRU_DT", "CLM_THRU_DT is required (it dates the claim)")
-        return None
-    cov = coverage_id("b", bene, created[:4])
     eob = eob_header(layout, claim_id, bene)
     period = period_of(from_dt, thru_dt)
     if period:
@@ -134,7 +140,7 @@ def map_carrier(layout: Layout, claim_id: str, bene: str, v: RowValues) -> Claim
             line_dx[n] = dx.sequence_of(code) or dx.add(code, C4BB_DX, "secondary")
     if dx.entries:
         eob["diagnosis"] = dx.entries
-    eob["insurance"] = [{"focal": True, "coverage": {"reference": f"Coverage/{cov}"}}]
+    eob["insurance"] = [{"focal": True, "coverage": {"reference": f"Coverage/{facts.coverage_id}"}}]
 
     items = []
     # Exact sums of the line amounts' CSV text (Decimal), so a total needs no rounding.
@@ -184,4 +190,4 @@ def map_carrier(layout: Layout, claim_id: str, bene: str, v: RowValues) -> Claim
         del eob["total"]
     if "LINE_NCH_PMT_AMT" in totals:
         eob["payment"] = {"amount": money(totals["LINE_NCH_PMT_AMT"][1])}
-    return ClaimResult(eob, bene, cov)
+    return eob

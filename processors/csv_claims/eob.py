@@ -4,7 +4,7 @@ diagnoses, procedures, HCPCS products, care team, amount categories and periods.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
 
@@ -80,13 +80,19 @@ class ClaimRow:
     segment: int
 
 
-@dataclass(slots=True)
-class ClaimResult:
-    eob: dict[str, Any]
+@dataclass(frozen=True, slots=True)
+class ClaimFacts:
+    """What a claim's rows say before its EOB is built: the dates it is filed under, the
+    Coverage it references and its data notes. The processor reads them to count unresolved
+    references and to warn, without building the EOB (that may happen in a worker process);
+    the mapper builds the EOB from the same facts."""
+
     bene_id: str
-    coverage_id: str | None
-    orphan_segment: bool = False
-    notes: list[str] = field(default_factory=list)
+    coverage_id: str
+    created: str
+    from_dt: str | None
+    thru_dt: str | None
+    notes: tuple[str, ...] = ()
 
 
 @cache  # shared: see processors.csv_claims.fhir

@@ -17,7 +17,7 @@ from processors.csv_claims.eob import (
     DX_TYPE,
     EOB_TYPE,
     HEADER_AMOUNTS,
-    ClaimResult,
+    ClaimFacts,
     ClaimRow,
     Diagnoses,
     add_claim_diagnoses,
@@ -46,25 +46,17 @@ from processors.csv_claims.fhir import (
 from processors.csv_claims.layouts import Layout
 
 
-def map_institutional(
-    layout: Layout, claim_id: str, bene: str, rows: list[ClaimRow], local: str
-) -> ClaimResult | None:
-    """One EOB from the SEGMENT rows of one inpatient or outpatient claim."""
+def institutional_facts(layout: Layout, bene: str, rows: list[ClaimRow]) -> ClaimFacts | None:
+    """None, with the problem in the header row's values, when the claim has no date to be
+    filed under."""
     inpatient = layout.key == "inpatient"
-    rows = sorted(rows, key=lambda r: r.segment)
-    header = rows[0]
-    orphan = header.segment != 1
+    header = sorted(rows, key=lambda r: r.segment)[0]
     v = header.values
     from_dt, thru_dt = v.date("CLM_FROM_DT"), v.date("CLM_THRU_DT")
     admit = v.date("CLM_ADMSN_DT") if inpatient else None
     discharge = v.date("NCH_BENE_DSCHRG_DT") if inpatient else None
-    amounts = amount_entries(v, HEADER_AMOUNTS[layout.key])
-    payment = v.amount("CLM_PMT_AMT")
-    per_diem = v.amount("CLM_PASS_THRU_PER_DIEM_AMT") if inpatient else None
-    days = v.integer("CLM_UTLZTN_DAY_CNT", 0) if inpatient else None
-
     notes: list[str] = []
-    if orphan:
+    if header.segment != 1:
         # Segment 1 is in no row of this file: date the claim by its admission period (9.5).
         from_dt = from_dt or admit
         thru_dt = thru_dt or discharge
@@ -80,6 +72,28 @@ def map_institutional(
     if from_dt is None:
         notes.append("empty_from_date")
     cov = coverage_id(EOB_TYPE[layout.key][3], bene, created[:4])
+    return ClaimFacts(bene, cov, created, from_dt, thru_dt, tuple(notes))
+
+
+def map_institutional(
+    layout: Layout, claim_id: str, facts: ClaimFacts, rows: list[ClaimRow], local: str
+) -> dict[str, Any] | None:
+    """One EOB from the SEGMENT rows of one inpatient or outpatient claim that passed the row
+    check (``check_row``) and gave ``facts``."""
+    inpatient = layout.key == "inpatient"
+    rows = sorted(rows, key=lambda r: r.segment)
+    header = rows[0]
+    orphan = header.segment != 1
+    v = header.values
+    bene, from_dt, thru_dt, created = facts.bene_id, facts.from_dt, facts.thru_dt, facts.created
+    admit = v.date("CLM_ADMSN_DT") if inpatient else None
+    discharge = v.date("NCH_BENE_DSCHRG_DT") if inpatient else None
+    amounts = amount_entries(v, HEADER_AMOUNTS[layout.key])
+    payment = v.amount("CLM_PMT_AMT")
+    per_diem = v.amount("CLM_PASS_THRU_PER_DIEM_AMT") if inpatient else None
+    days = v.integer("CLM_UTLZTN_DAY_CNT", 0) if inpatient else None
+    if v.issues:
+        return None
 
     tag = coding(f"{local}/CodeSystem/ingest-flags", "orphan-segment") if orphan else None
     eob = eob_header(layout, claim_id, bene, tag)
@@ -159,7 +173,7 @@ def map_institutional(
     procedure_entries = procedures(rows)
     if procedure_entries:
         eob["procedure"] = procedure_entries
-    eob["insurance"] = [{"focal": True, "coverage": {"reference": f"Coverage/{cov}"}}]
+    eob["insurance"] = [{"focal": True, "coverage": {"reference": f"Coverage/{facts.coverage_id}"}}]
 
     items = []
     for row in rows:
@@ -202,7 +216,7 @@ def map_institutional(
                 "financial": financial,
             }
         ]
-    return ClaimResult(eob, bene, cov, orphan, notes)
+    return eob
 
 
 def _institutional_item(

@@ -6,7 +6,7 @@ from typing import Any
 
 from processors import fhir_json
 from processors.csv_claims.beneficiary import coverage_id
-from processors.csv_claims.eob import C4BB_ADJ, ClaimResult, eob_header, payment_status
+from processors.csv_claims.eob import C4BB_ADJ, ClaimFacts, eob_header, payment_status
 from processors.csv_claims.fhir import (
     C4BB,
     HL7,
@@ -24,18 +24,26 @@ from processors.csv_claims.layouts import Layout
 from processors.csv_claims.values import RowValues
 
 
-def map_pde(layout: Layout, pde_id: str, bene: str, v: RowValues) -> ClaimResult | None:
+def pde_facts(bene: str, v: RowValues) -> ClaimFacts | None:
+    """None, with the problem in ``v``, when the event has no service date."""
     served = v.date("SRVC_DT")
-    if served is None and not any(i.path == "SRVC_DT" for i in v.issues):
-        v.problem("missing_value", "SRVC_DT", "SRVC_DT is required (it dates the event)")
+    if served is None:
+        if not any(i.path == "SRVC_DT" for i in v.issues):
+            v.problem("missing_value", "SRVC_DT", "SRVC_DT is required (it dates the event)")
+        return None
+    return ClaimFacts(bene, coverage_id("d", bene, served[:4]), served, served, served)
+
+
+def map_pde(layout: Layout, pde_id: str, facts: ClaimFacts, v: RowValues) -> dict[str, Any] | None:
+    """The EOB of a row that passed the row check (``check_row``) and gave ``facts``."""
+    served = facts.created
     quantity = v.amount("QTY_DSPNSD_NUM")
     days = v.integer("DAYS_SUPLY_NUM", 0)
     patient_paid = v.amount("PTNT_PAY_AMT")
     total_cost = v.amount("TOT_RX_CST_AMT")
-    if v.issues or served is None:
+    if v.issues:
         return None
-    cov = coverage_id("d", bene, served[:4])
-    eob = eob_header(layout, pde_id, bene)
+    eob = eob_header(layout, pde_id, facts.bene_id)
     eob["billablePeriod"] = {"start": served, "end": served}
     eob["created"] = served
     eob["insurer"] = ref("Organization", PAYER_ID)
@@ -49,7 +57,7 @@ def map_pde(layout: Layout, pde_id: str, bene: str, v: RowValues) -> ClaimResult
                 "valueQuantity": {"value": days},
             }
         ]
-    eob["insurance"] = [{"focal": True, "coverage": {"reference": f"Coverage/{cov}"}}]
+    eob["insurance"] = [{"focal": True, "coverage": {"reference": f"Coverage/{facts.coverage_id}"}}]
     product = v.text("PROD_SRVC_ID")
     if product is None:
         product_concept = coded(HL7 + "data-absent-reason", "unknown", "Unknown")
@@ -80,4 +88,4 @@ def map_pde(layout: Layout, pde_id: str, bene: str, v: RowValues) -> ClaimResult
         eob["total"] = [
             {"category": bb_category(C4BB_ADJ, "drugcost", "tot_rx_cst_amt"), "amount": money(total_cost)}
         ]
-    return ClaimResult(eob, bene, cov)
+    return eob

@@ -20,11 +20,10 @@ from dropzone.log import event
 from processors.base import Issue, ProcessorContext, Record, Sniffed
 from processors.csv_claims.base import CsvProcessor
 from processors.csv_claims.beneficiary import map_beneficiary, merge_patient, parse_year, year_from_name
-from processors.csv_claims.carrier import map_carrier
-from processors.csv_claims.eob import ClaimResult, ClaimRow
+from processors.csv_claims.claims import build_eob, claim_facts, claim_payload, map_claim_payload
+from processors.csv_claims.eob import ClaimFacts, ClaimRow
 from processors.csv_claims.fhir import DEFAULT_LOCAL, payer_organization
 from processors.csv_claims.grouping import repeated_candidates
-from processors.csv_claims.institutional import map_institutional
 from processors.csv_claims.layouts import (
     AMOUNTS,
     DATES,
@@ -36,7 +35,6 @@ from processors.csv_claims.layouts import (
     detect_layout,
     normalise,
 )
-from processors.csv_claims.pde import map_pde
 from processors.csv_claims.reader import CsvReader, CsvRow, sniff_csv_header
 from processors.csv_claims.values import RowValues
 from processors.registry import register
@@ -66,6 +64,17 @@ class _Held:
     number: int
     line: int
     values: RowValues
+    size: int  # of the row's text, for the pipeline's batch limit
+
+
+@dataclass(slots=True)
+class _Claim:
+    """A claim whose rows passed their checks, with its facts; its EOB is built later."""
+
+    claim_id: str
+    rows: list[ClaimRow]
+    facts: ClaimFacts
+    size: int
 
 
 def check_row(values: RowValues, layout: Layout) -> None:
@@ -85,6 +94,9 @@ class SynpufProcessor(CsvProcessor):
 
     layout: ClassVar[Layout]
     priority = 30
+    # Claims are built into EOBs in the pipeline's workers (beneficiaries never are: merging a
+    # Patient across years needs the store).
+    raw_parser = staticmethod(map_claim_payload)
 
     @classmethod
     def accepts(cls, sniffed: Sniffed, tenant: TenantSettings) -> bool:
@@ -104,6 +116,7 @@ class SynpufProcessor(CsvProcessor):
             raise FileRejected("config_error", f"tenant option 'synpuf' is invalid ({fields})") from err
         self.local = options.local_namespace.rstrip("/")
         self._payer_sent = False
+        self._index: dict[str, int] = {}
 
     def _reader(self) -> CsvReader:
         reader = self.open_reader()
@@ -132,6 +145,7 @@ class SynpufProcessor(CsvProcessor):
         try:
             assert reader.header is not None
             index = {name: i for i, name in enumerate(normalise(reader.header))}
+            self._index = index
             if self.layout.key == "beneficiary":
                 yield from self._beneficiary_records(reader, index)
             else:
@@ -227,19 +241,20 @@ class SynpufProcessor(CsvProcessor):
         width = len(index)
         candidates = repeated_candidates(self._claim_ids(claim_column, width, index))
         held: dict[str, list[_Held]] = {}
-        pending: list[tuple[Record, ClaimResult | None]] = []
+        pending: list[tuple[Record, _Claim | None]] = []
         for row in reader:
             record, values = self._start(row, width, index)
-            result = None
+            claim = None
             if values is not None:
+                one = _Held(row.number, row.line, values, len(row.raw or ""))
                 claim_id = values.text(claim_column)
                 if claim_id is not None and claim_id in candidates:
-                    held.setdefault(claim_id, []).append(_Held(row.number, row.line, values))
+                    held.setdefault(claim_id, []).append(one)
                     continue
                 if not values.issues:
-                    result = self._map([_Held(row.number, row.line, values)])
+                    claim = self._claim([one])
                 record.issues.extend(values.issues)
-            pending.append((record, result))
+            pending.append((record, claim))
             if len(pending) >= LOOKUP_BATCH:
                 yield from self._flush_claims(pending)
                 pending = []
@@ -250,25 +265,28 @@ class SynpufProcessor(CsvProcessor):
                 pending = []
         yield from self._flush_claims(pending)
 
-    def _map(self, rows: list[_Held]) -> ClaimResult | None:
+    def _claim(self, rows: list[_Held]) -> _Claim | None:
+        """The claim of rows without problems; None (the problem in the values) when it
+        cannot be dated."""
         first = rows[0].values
         bene = first.text("DESYNPUF_ID")
         claim_id = first.text(self.layout.claim_column or "")
         assert bene is not None and claim_id is not None
-        key = self.layout.key
-        if key in ("inpatient", "outpatient"):
+        if self.layout.segmented:
             claim_rows = [ClaimRow(r.values, r.values.integer("SEGMENT") or 1) for r in rows]
-            return map_institutional(self.layout, claim_id, bene, claim_rows, self.local)
-        if key == "carrier":
-            return map_carrier(self.layout, claim_id, bene, first)
-        return map_pde(self.layout, claim_id, bene, first)
+        else:
+            claim_rows = [ClaimRow(rows[0].values, 1)]
+        facts = claim_facts(self.layout, bene, claim_rows)
+        if facts is None:
+            return None
+        return _Claim(claim_id, claim_rows, facts, sum(r.size for r in rows))
 
-    def _held_group(self, rows: list[_Held]) -> list[tuple[Record, ClaimResult | None]]:
+    def _held_group(self, rows: list[_Held]) -> list[tuple[Record, _Claim | None]]:
         """Rows sharing one claim id: one claim (its segments), and rejects for the rest."""
         column = self.layout.claim_column
         first = rows[0]
         bene = first.values.text("DESYNPUF_ID")
-        out: list[tuple[Record, ClaimResult | None]] = []
+        out: list[tuple[Record, _Claim | None]] = []
         group: list[_Held] = []
         segments: dict[int | None, _Held] = {}
         for row in rows:
@@ -300,35 +318,54 @@ class SynpufProcessor(CsvProcessor):
             for r in group
             for i in r.values.issues
         ]
-        result = None
+        claim = None
         if not issues:
-            result = self._map(group)
+            claim = self._claim(group)
             issues = [i for r in group for i in r.values.issues]
         record.issues = issues
-        out.insert(0, (record, result))
+        out.insert(0, (record, claim))
         return out
 
-    def _flush_claims(self, pending: list[tuple[Record, ClaimResult | None]]) -> Iterator[Record]:
+    def _flush_claims(self, pending: list[tuple[Record, _Claim | None]]) -> Iterator[Record]:
         store, tenant = self.context.resources, self.context.tenant.name
-        results = [r for _, r in pending if r is not None]
-        patients = store.existing(tenant, "Patient", sorted({r.bene_id for r in results})) if results else {}
+        facts = [c.facts for _, c in pending if c is not None]
+        patients = store.existing(tenant, "Patient", sorted({f.bene_id for f in facts})) if facts else {}
         coverages = (
-            store.existing(tenant, "Coverage", sorted({r.coverage_id for r in results if r.coverage_id}))
-            if results
-            else {}
+            store.existing(tenant, "Coverage", sorted({f.coverage_id for f in facts})) if facts else {}
         )
-        for record, result in pending:
-            if result is not None:
-                record.resources = [result.eob]
-                self._with_payer(record)
-                if result.bene_id not in patients:
-                    self.stats["unresolved_patient_references"] += 1
-                if result.coverage_id and result.coverage_id not in coverages:
-                    self.stats["unresolved_coverage_references"] += 1
-                for note in result.notes:
-                    self.stats[note] += 1
-                    record.warnings.append(Issue(note, _NOTES[note]))
+        for record, claim in pending:
+            if claim is not None:
+                if not self._payer_sent or self.raw_parser is None:
+                    self._build_here(record, claim)
+                else:
+                    record.raw = claim_payload(
+                        self.layout, self.local, self._index, claim.claim_id, claim.rows
+                    )
+                    record.raw_size = claim.size
+                if not record.issues:
+                    self._count(record, claim.facts, patients, coverages)
             yield record
+
+    def _build_here(self, record: Record, claim: _Claim) -> None:
+        """The file's first claim is built in this process, to carry the payer Organization
+        (and every claim of a subclass that sets ``raw_parser = None``)."""
+        eob = build_eob(self.layout, claim.claim_id, claim.facts, claim.rows, self.local)
+        if eob is None:
+            record.issues.extend(i for r in claim.rows for i in r.values.issues)
+            return
+        record.resources = [eob]
+        self._with_payer(record)
+
+    def _count(
+        self, record: Record, facts: ClaimFacts, patients: dict[str, Any], coverages: dict[str, Any]
+    ) -> None:
+        if facts.bene_id not in patients:
+            self.stats["unresolved_patient_references"] += 1
+        if facts.coverage_id not in coverages:
+            self.stats["unresolved_coverage_references"] += 1
+        for note in facts.notes:
+            self.stats[note] += 1
+            record.warnings.append(Issue(note, _NOTES[note]))
 
 
 _NOTES = {

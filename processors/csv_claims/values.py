@@ -27,6 +27,10 @@ class RowValues:
         self._fields = fields
         self.issues: list[Issue] = []
 
+    @property
+    def fields(self) -> list[str]:
+        return self._fields
+
     def problem(self, code: str, column: str | None, message: str) -> None:
         self.issues.append(Issue(code, message, column))
 
