@@ -15,8 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from dropzone.pipeline.canonical import canonical_bytes
-from dropzone.search.index import SearchRows, search_rows
+from dropzone.search.index import CONDITIONAL_KEY, SearchRows, search_rows
 from dropzone.store.base import identifier_rows
+from dropzone.validation import validate_resource
 from processors import fhir_json
 from processors.base import Issue, RawParsed
 
@@ -24,8 +25,11 @@ from processors.base import Issue, RawParsed
 # identifiers, search rows (``dropzone.search.index``)
 Digest = tuple[str, str, str, bytes, list[tuple[str, str]], SearchRows]
 IssueTuple = tuple[str, str, str | None]
-# The digests of a record's resources, or its issues (then no digests).
-RawOutcome = tuple[list[Digest], list[IssueTuple]]
+# A digest's validation issues when the worker validated it already (None: not asked to, or the
+# resource holds a conditional reference, validated after its rewrite in ``settle``).
+Verdict = list[IssueTuple] | None
+# The digests of a record's resources and their verdicts, or its issues (then no digests).
+RawOutcome = tuple[list[Digest], list[IssueTuple], list[Verdict]]
 
 TOO_DEEP = Issue("too_deep", "the resource nests too deeply to store")
 
@@ -50,16 +54,34 @@ def digest_resource(resource: dict[str, Any]) -> Digest:
     )
 
 
-def digest_raws(parser: Callable[[Any], RawParsed], raws: list[Any]) -> list[RawOutcome]:
-    """Pool entry point: each record's raw payload -> its digests or its issues."""
+def digest_raws(
+    parser: Callable[[Any], RawParsed], raws: list[Any], validate: bool = False
+) -> list[RawOutcome]:
+    """Pool entry point: each record's raw payload -> its digests or its issues. With
+    ``validate`` (the loader asks while most of a file is new) each resource is validated here,
+    from the parse or mapping at hand: ``settle`` would read its body again (for a carrier EOB
+    that reading costs half as much as validating) and it would travel to a worker twice."""
     out: list[RawOutcome] = []
     for raw in raws:
         resources, issues = parser(raw)
         if issues:
-            out.append(([], [(i.code, i.message, i.path) for i in issues]))
+            out.append(([], [(i.code, i.message, i.path) for i in issues], []))
             continue
         try:
-            out.append(([digest_resource(r) for r in resources], []))
+            digests = [digest_resource(r) for r in resources]
         except TooDeep:
-            out.append(([], [(TOO_DEEP.code, TOO_DEEP.message, TOO_DEEP.path)]))
+            out.append(([], [(TOO_DEEP.code, TOO_DEEP.message, TOO_DEEP.path)], []))
+            continue
+        verdicts: list[Verdict] = (
+            [_verdict(r, d) for r, d in zip(resources, digests, strict=True)]
+            if validate
+            else [None] * len(digests)
+        )
+        out.append((digests, [], verdicts))
     return out
+
+
+def _verdict(resource: dict[str, Any], digest: Digest) -> Verdict:
+    if CONDITIONAL_KEY in digest[5][0]:
+        return None
+    return [(i.code, i.message, i.path) for i in validate_resource(resource)]

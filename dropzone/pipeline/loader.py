@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dropzone.models import Counts
-from dropzone.pipeline.digest import TOO_DEEP, RawOutcome, TooDeep, digest_raws, digest_resource
+from dropzone.pipeline.digest import TOO_DEEP, RawOutcome, TooDeep, Verdict, digest_raws, digest_resource
 from dropzone.pipeline.lease import Heartbeat
 from dropzone.pipeline.report import RejectLog
 from dropzone.pipeline.settle import Item, Settled, settle
@@ -133,6 +133,8 @@ class _Batch:
     writes: list[list[ResourceWrite]]  # per record
     raw_positions: list[int] = field(default_factory=list)  # records the pool parses
     parsing: Future[list[RawOutcome]] | None = None
+    verdicts: dict[int, list[Verdict]] = field(default_factory=dict)  # per record the pool parsed
+    failed: dict[int, list[Issue]] = field(default_factory=dict)  # per record: validation issues
     to_settle: list[tuple[int, int]] = field(default_factory=list)  # (record, resource) sent
     settling: Future[list[Settled]] | None = None
     # The store's answer for every resource of the batch, as of the lookup; entries are dropped
@@ -177,6 +179,10 @@ class Loader:
         self.raw_parser = raw_parser
         self.commit_seconds = commit_seconds
         self.references = ConditionalResolver(resources, tenant)
+        # Resources looked up in this run, and how many of them were not stored as they are:
+        # while most are new, the pool validates them as it digests them (``digest_raws``).
+        self._looked_up = 0
+        self._new = 0
 
     def run(
         self,
@@ -191,6 +197,7 @@ class Loader:
         """Validate (and when ``write``) store every record. ``validate=False`` is for the
         second pass of an all-or-nothing file, whose first pass already validated it."""
         result = LoadResult()
+        self._looked_up = self._new = 0
         parsing: collections.deque[_Batch] = collections.deque()
         validating: collections.deque[_Batch] = collections.deque()
         group = _GroupCommit(self.resources, self.commit_seconds)
@@ -262,7 +269,8 @@ class Loader:
                 record = batch.records[pos]
                 raws.append(record.raw)
                 record.raw = None  # the pool holds the payload until it has parsed it
-            batch.parsing = self.validator.call(digest_raws, self.raw_parser, raws)
+            early = self._new * 2 >= self._looked_up  # a re-sent file stops after its first batches
+            batch.parsing = self.validator.call(digest_raws, self.raw_parser, raws, early)
         return batch
 
     def _check(self, batch: _Batch, result: LoadResult, validate: bool) -> _Batch:
@@ -272,7 +280,7 @@ class Loader:
             outcomes = self.validator.result(batch.parsing)
             result.times.parse += time.perf_counter() - started
             batch.parsing = None
-            for pos, (digests, issues) in zip(batch.raw_positions, outcomes, strict=True):
+            for pos, (digests, issues, verdicts) in zip(batch.raw_positions, outcomes, strict=True):
                 record = batch.records[pos]
                 if issues:
                     record.issues.extend(Issue(*i) for i in issues)
@@ -280,6 +288,7 @@ class Loader:
                 batch.writes[pos] = [
                     ResourceWrite(t, i, None, h, b, ids, index) for t, i, h, b, ids, index in digests
                 ]
+                batch.verdicts[pos] = verdicts
                 if digests:
                     record.described = (digests[0][0], digests[0][1])
         if not validate:
@@ -298,12 +307,20 @@ class Loader:
         batch.known = known
         items: list[Item] = []
         for r_pos, row in enumerate(batch.writes):
+            verdicts = batch.verdicts.get(r_pos)
             for w_pos, w in enumerate(row):
                 stored = known.get((w.type, w.id))
                 stored_hash = stored.hash if stored is not None else None
                 keys = w.search_rows()[0]
                 targets = self.references.targets(keys) if CONDITIONAL_KEY in keys else None
-                if targets or stored_hash != w.hash:
+                self._looked_up += 1
+                if stored_hash != w.hash:
+                    self._new += 1
+                verdict = verdicts[w_pos] if verdicts else None
+                if verdict is not None and stored_hash != w.hash:
+                    if verdict:  # validated in the first trip: no second one
+                        batch.failed.setdefault(r_pos, []).extend(Issue(*i) for i in verdict)
+                elif targets or stored_hash != w.hash:
                     batch.to_settle.append((r_pos, w_pos))
                     items.append((w.text(), targets or None, stored_hash))
         result.times.store += time.perf_counter() - started
@@ -321,7 +338,7 @@ class Loader:
         file_sha256: str,
         group: _GroupCommit,
     ) -> None:
-        failed: dict[int, list[Issue]] = {}
+        failed = batch.failed
         if batch.settling is not None:
             started = time.perf_counter()
             settled = self.validator.result(batch.settling)
