@@ -22,7 +22,7 @@ import re
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from processors.base import Issue
 
@@ -148,6 +148,24 @@ class R4Model:
 @lru_cache(maxsize=1)
 def model() -> R4Model:
     return R4Model(json.loads(MODEL_PATH.read_text()))
+
+
+# JSON objects their builder hands to many resources (``shared``), by id, each with the rules it
+# was found valid under. An entry holds its object, so no other object can take its id.
+_SHARED: dict[int, tuple[Any, set[Any]]] = {}
+_SHARED_LIMIT = 100_000
+T = TypeVar("T")
+
+
+def shared(element: T) -> T:
+    """Mark a JSON object that a mapper builds once and puts into many resources (a SynPUF code's
+    CodeableConcept): the validator then walks it once per rule it stands under, not once per
+    resource. Only for objects nothing changes after they are built (the pipeline never changes a
+    resource in place; ``tests/test_synpuf_shared_elements.py``)."""
+    if len(_SHARED) >= _SHARED_LIMIT:
+        _SHARED.clear()
+    _SHARED[id(element)] = (element, set())
+    return element
 
 
 def validate_resource(resource: Any) -> list[Issue]:
@@ -329,11 +347,18 @@ class _Walker:
                     "wrong_type", f"expected {rule.type} (a JSON object), found {_json_kind(value)}", path
                 )
                 return
+            known = _SHARED.get(id(value))
+            if known is not None:
+                if rule in known[1]:
+                    return  # this very object, valid under this rule before
+                before = (len(self.issues), len(self.local_refs))
             self.object(value, self.model.types[rule.type], path)
             if rule.type == "Extension":
                 self._extension_rule(value, path)
             elif rule.type == "Reference":
                 self._reference(value, rule, path)
+            if known is not None and before == (len(self.issues), len(self.local_refs)):
+                known[1].add(rule)  # nothing found and no contained reference left to check
         elif kind == _PRIMITIVE_EXT:
             if type(value) is not dict:
                 self.add(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
 
+from dropzone.validation import shared
 from processors.csv_claims.fhir import (
     BB,
     BBCS,
@@ -97,10 +98,12 @@ class ClaimFacts:
 
 @cache  # shared: see processors.csv_claims.fhir
 def payment_status() -> dict[str, Any]:
-    return {
-        "category": coded(C4BB + "C4BBAdjudicationDiscriminator", "benefitpaymentstatus"),
-        "reason": coded(C4BB + "C4BBPayerAdjudicationStatus", "other"),
-    }
+    return shared(
+        {
+            "category": coded(C4BB + "C4BBAdjudicationDiscriminator", "benefitpaymentstatus"),
+            "reason": coded(C4BB + "C4BBPayerAdjudicationStatus", "other"),
+        }
+    )
 
 
 def eob_header(layout: Layout, claim_id: str, bene: str, tag: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -203,7 +206,7 @@ def procedures(rows: list[ClaimRow]) -> list[dict[str, Any]]:
 @lru_cache(maxsize=32_768)  # shared: see processors.csv_claims.fhir; HCPCS + CPT: ~20,000 codes
 def product(code: str | None, inpatient: bool = False) -> dict[str, Any]:
     if not code:
-        return concept(coding(HL7 + "data-absent-reason", "not-applicable", "Not Applicable"))
+        return shared(concept(coding(HL7 + "data-absent-reason", "not-applicable", "Not Applicable")))
     codings = [coding(BBCS + "hcpcs", code)]
     if inpatient:
         codings.append(coding(BB + "hcpcs_cd", code))
@@ -211,7 +214,7 @@ def product(code: str | None, inpatient: bool = False) -> dict[str, Any]:
         codings.append(coding(CPT, code))
     elif _HCPCS_CODE.match(code):
         codings.append(coding(HCPCS, code))
-    return concept(*codings)
+    return shared(concept(*codings))
 
 
 def care_team_member(sequence: int, npi: str, role: str, responsible: bool = False) -> dict[str, Any]:

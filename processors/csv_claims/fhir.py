@@ -18,6 +18,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
+from dropzone.validation import shared
 from processors import fhir_json
 
 BB = "https://bluebutton.cms.gov/resources/variables/"
@@ -59,7 +60,7 @@ def concept(*codings: dict[str, Any], text: str | None = None) -> dict[str, Any]
 @lru_cache(maxsize=32_768)  # shared: see the module docstring; ICD-9 has ~17,000 codes
 def coded(system: str, code: str, display: str | None = None) -> dict[str, Any]:
     """A CodeableConcept of one coding."""
-    return concept(coding(system, code, display))
+    return shared(concept(coding(system, code, display)))
 
 
 def money(value: Decimal) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def ref(rtype: str, rid: str) -> dict[str, str]:
 def bb_category(carin_system: str, carin_code: str, variable: str) -> dict[str, Any]:
     """BFD's two-coding amount category: the CARIN/HL7 code, then BBCS:adjudication whose code
     is the BB variable URL."""
-    return concept(coding(carin_system, carin_code), coding(BBCS + "adjudication", BB + variable))
+    return shared(concept(coding(carin_system, carin_code), coding(BBCS + "adjudication", BB + variable)))
 
 
 def data_absent(code: str) -> dict[str, Any]:
