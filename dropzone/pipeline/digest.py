@@ -4,8 +4,7 @@ parsed: identity, canonical hash, the JSON text to store, its identifiers and se
 For records that carry a raw payload (``Record.raw``: NDJSON lines, claims' CSV fields)
 ``digest_raws`` runs in a pool worker: parsing or mapping, the processor's record checks,
 hashing and serialising then use every core, and the main process only compares hashes and
-stores text. Results are plain tuples so that
-pickling them back is cheap.
+stores text. Results are plain tuples so that pickling them back is cheap.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ Per batch, in two trips to the process pool with the store lookups in between:
 2. this process looks up the stored hashes and the targets of conditional references
    (``dropzone.search.references``: a reference that matches exactly one stored resource is
    rewritten to ``Type/id``); a worker rewrites those references and validates what is not
-   already stored (``settle``), so a re-ingest costs little more than parsing.
+   already stored (``settle``), so a re-ingest costs little more than parsing. While most of a
+   file is new, trip 1 validates the resources without a conditional reference already, and
+   those need no second trip.
 
 A conditional reference whose target an earlier batch of the same file brought is rewritten
 here just before its batch is stored.
@@ -183,6 +185,7 @@ class Loader:
         # while most are new, the pool validates them as it digests them (``digest_raws``).
         self._looked_up = 0
         self._new = 0
+        self._validating = True
 
     def run(
         self,
@@ -198,6 +201,7 @@ class Loader:
         second pass of an all-or-nothing file, whose first pass already validated it."""
         result = LoadResult()
         self._looked_up = self._new = 0
+        self._validating = validate
         parsing: collections.deque[_Batch] = collections.deque()
         validating: collections.deque[_Batch] = collections.deque()
         group = _GroupCommit(self.resources, self.commit_seconds)
@@ -269,7 +273,8 @@ class Loader:
                 record = batch.records[pos]
                 raws.append(record.raw)
                 record.raw = None  # the pool holds the payload until it has parsed it
-            early = self._new * 2 >= self._looked_up  # a re-sent file stops after its first batches
+            # A re-sent file stops after its first batches; a second pass never asks.
+            early = self._validating and self._new * 2 >= self._looked_up
             batch.parsing = self.validator.call(digest_raws, self.raw_parser, raws, early)
         return batch
 

@@ -2,7 +2,9 @@
 
 A ``Record`` is one CSV row, except that the rows of one claim (SEGMENT 1 and 2, or a repeated
 claim id) are judged together: such a record's ``index`` is its first row and the other rows
-are remembered so ``write_rejects`` copies them all. See README "Claims CSV and mappings".
+are remembered so ``write_rejects`` copies them all. Rows are read, checked and grouped here;
+a claim's EOB is built in the pipeline's workers from its CSV fields (``claims``). See README
+"Claims CSV and mappings".
 """
 
 from __future__ import annotations
