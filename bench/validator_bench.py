@@ -139,13 +139,17 @@ def eobs_from_csv(path: Path) -> list[dict[str, Any]]:
         sniffed=sniffed,
         name=path.name,
     )
-    return [
-        res
-        for record in cls(context).records()
-        if not record.issues
-        for res in record.resources
-        if res.get("resourceType") == "ExplanationOfBenefit"
-    ]
+    processor = cls(context)
+    out = []
+    for record in processor.records():
+        resources = record.resources
+        if record.raw is not None and processor.raw_parser is not None:
+            # A claim left for the pipeline's workers to build: build it here, as they do.
+            resources, issues = processor.raw_parser(record.raw)
+            record.issues.extend(issues)
+        if not record.issues:
+            out.extend(r for r in resources if r.get("resourceType") == "ExplanationOfBenefit")
+    return out
 
 
 def unique_by_id(resources: Iterator[dict[str, Any]]) -> list[dict[str, Any]]:
