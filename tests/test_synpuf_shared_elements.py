@@ -3,6 +3,7 @@ nothing on the way to the store may change them, or every later claim would carr
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from processors.csv_claims import eob, fhir
 from processors.csv_claims.synpuf import PROCESSORS
 
 INPATIENT = SYNPUF / "DE1_0_2008_to_2010_Inpatient_Claims_Sample_1.csv"
-SHARED = (fhir.coded, fhir.bb_category, eob.product, eob.payment_status)
+SHARED = (fhir.coded, fhir.bb_category, fhir._money, eob.product, eob.payment_status)
 
 
 def _clear_shared() -> None:
@@ -86,3 +87,14 @@ def test_the_pipeline_changes_no_shared_element(
     assert len(eob_ids) >= 100
     for key in eob_ids:
         assert stored[key] == _without_meta(expected[key]), key
+
+
+def test_shared_amounts_keep_their_digits() -> None:
+    _clear_shared()
+    amounts = [fhir.money(Decimal(text)) for text in ("80.00", "80.0", "80", "80.00")]
+    # Equal Decimals, different JSON texts: one shared object per text, never per value.
+    assert amounts[0] is amounts[3] and amounts[0] is not amounts[1]
+    assert fhir_json.dumps(amounts) == (
+        b'[{"value":80.00,"currency":"USD"},{"value":80.0,"currency":"USD"},'
+        b'{"value":80,"currency":"USD"},{"value":80.00,"currency":"USD"}]'
+    )

@@ -3,9 +3,11 @@
 URL conventions follow CMS Blue Button 2.0 (BFD) and CARIN Blue Button (see
 docs in README, "Claims CSV and mappings", and SYNPUF_MAPPING.md).
 
-Builders of constant elements (``coded`` and ``bb_category`` here, ``payment_status`` and
-``product`` in ``eob``) return one shared object per arguments: a carrier claim asks for ~140
-codings, and building each anew was a third of its mapping time. So a mapped resource's
+Builders of constant elements (``coded``, ``bb_category`` and ``money``, by the amount's text,
+here; ``payment_status`` and ``product`` in ``eob``) return one shared object per arguments: a
+carrier claim asks for ~140 codings and ~100 amounts, and building each anew was a third of its
+mapping time; marked with ``dropzone.validation.shared``, each is also validated once, not once
+per resource. So a mapped resource's
 elements may be shared with other resources, and nothing may change a mapped resource in place
 (nothing does: the pipeline serialises it, and rewriting a conditional reference works on a
 fresh parse of the text, ``dropzone.search.references``); tests/test_synpuf_shared_elements.py
@@ -64,7 +66,14 @@ def coded(system: str, code: str, display: str | None = None) -> dict[str, Any]:
 
 
 def money(value: Decimal) -> dict[str, Any]:
-    return {"value": fhir_json.number(value), "currency": "USD"}
+    return _money(fhir_json.decimal_text(value), value)
+
+
+@lru_cache(maxsize=32_768)  # shared: see the module docstring; a claim has up to ~100 amounts
+def _money(text: str, value: Decimal) -> dict[str, Any]:
+    # Keyed by the amount's JSON text too: Decimal("80.00") == Decimal("80.0") (one cache entry
+    # by value alone), and each must keep its digits.
+    return shared({"value": fhir_json.number(value), "currency": "USD"})
 
 
 def ref(rtype: str, rid: str) -> dict[str, str]:
