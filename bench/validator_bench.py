@@ -139,17 +139,22 @@ def eobs_from_csv(path: Path) -> list[dict[str, Any]]:
         sniffed=sniffed,
         name=path.name,
     )
-    processor = cls(context)
-    out = []
-    for record in processor.records():
-        resources = record.resources
-        if record.raw is not None and processor.raw_parser is not None:
-            # A claim left for the pipeline's workers to build: build it here, as they do.
-            resources, issues = processor.raw_parser(record.raw)
-            record.issues.extend(issues)
-        if not record.issues:
-            out.extend(r for r in resources if r.get("resourceType") == "ExplanationOfBenefit")
-    return out
+    _tests_importable()
+    from csv_helpers import mapped_records  # claims left to the workers are built here, as they do
+
+    return [
+        res
+        for record in mapped_records(cls(context))
+        if not record.issues
+        for res in record.resources
+        if res.get("resourceType") == "ExplanationOfBenefit"
+    ]
+
+
+def _tests_importable() -> None:
+    tests = str(REPO / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
 
 
 def unique_by_id(resources: Iterator[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -170,9 +175,7 @@ def synpuf_corpus(samples: Path) -> Corpus:
 
 def fixtures_corpus(work: Path) -> Corpus:
     """EOBs from generated carrier/outpatient/PDE rows (tests/synpuf_fixtures.py, seeded)."""
-    tests = str(REPO / "tests")
-    if tests not in sys.path:
-        sys.path.insert(0, tests)
+    _tests_importable()
     from synpuf_fixtures import COLUMNS, carrier_rows, outpatient_rows, pde_rows, write_csv
 
     rows = {

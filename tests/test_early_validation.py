@@ -46,7 +46,7 @@ def test_first_trip_verdicts_are_settles_verdicts() -> None:
     early = digest_raws(parse_line, lines, True)
     late = digest_raws(parse_line, lines, False)
     assert [issues for _, issues, _ in early] == [issues for _, issues, _ in late]
-    assert all(verdict is None for _, _, verdicts in late for verdict in verdicts)
+    assert all(verdicts == [] for _, _, verdicts in late)  # not asked: no verdicts
     digested = [(digests, verdicts) for digests, issues, verdicts in early if not issues]
     settled = settle([(digests[0][3], None, None) for digests, _ in digested])
     rejected = sum(1 for _, issues, _ in early if issues)  # by the line parser, in both trips

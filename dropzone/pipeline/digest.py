@@ -27,7 +27,8 @@ IssueTuple = tuple[str, str, str | None]
 # A digest's validation issues when the worker validated it already (None: not asked to, or the
 # resource holds a conditional reference, validated after its rewrite in ``settle``).
 Verdict = list[IssueTuple] | None
-# The digests of a record's resources and their verdicts, or its issues (then no digests).
+# The digests of a record's resources and their verdicts (none when not asked to validate), or
+# its issues (then no digests).
 RawOutcome = tuple[list[Digest], list[IssueTuple], list[Verdict]]
 
 TOO_DEEP = Issue("too_deep", "the resource nests too deeply to store")
@@ -71,11 +72,7 @@ def digest_raws(
         except TooDeep:
             out.append(([], [(TOO_DEEP.code, TOO_DEEP.message, TOO_DEEP.path)], []))
             continue
-        verdicts: list[Verdict] = (
-            [_verdict(r, d) for r, d in zip(resources, digests, strict=True)]
-            if validate
-            else [None] * len(digests)
-        )
+        verdicts = [_verdict(r, d) for r, d in zip(resources, digests, strict=True)] if validate else []
         out.append((digests, [], verdicts))
     return out
 

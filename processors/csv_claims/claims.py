@@ -18,9 +18,9 @@ from processors.csv_claims.layouts import LAYOUTS, Layout
 from processors.csv_claims.pde import map_pde, pde_facts
 from processors.csv_claims.values import RowValues
 
-# layout key, local namespace, column -> position, claim id, (SEGMENT, fields) per row. The
-# column index is one object per file, so pickling a batch of payloads writes it once.
-ClaimPayload = tuple[str, str, dict[str, int], str, list[tuple[int, list[str]]]]
+# layout key, local namespace, column -> position, claim id, its facts, (SEGMENT, fields) per
+# row. The column index is one object per file, so pickling a batch of payloads writes it once.
+ClaimPayload = tuple[str, str, dict[str, int], str, ClaimFacts, list[tuple[int, list[str]]]]
 
 UNMAPPABLE = Issue("unmappable_claim", "the claim passed its row checks but could not be mapped")
 
@@ -45,21 +45,23 @@ def build_eob(
 
 
 def claim_payload(
-    layout: Layout, local: str, index: dict[str, int], claim_id: str, rows: list[ClaimRow]
+    layout: Layout,
+    local: str,
+    index: dict[str, int],
+    claim_id: str,
+    facts: ClaimFacts,
+    rows: list[ClaimRow],
 ) -> ClaimPayload:
-    return (layout.key, local, index, claim_id, [(r.segment, r.values.fields) for r in rows])
+    return (layout.key, local, index, claim_id, facts, [(r.segment, r.values.fields) for r in rows])
 
 
 def map_claim_payload(payload: ClaimPayload) -> RawParsed:
-    """``raw_parser`` of the claim layouts: a checked claim's payload -> its EOB. Rows and facts
-    are made again from the fields (cheap next to the EOB); the issues path is there for
-    safety only, as the row check and the facts leave the mapper nothing to reject."""
-    key, local, index, claim_id, sent = payload
-    layout = LAYOUTS[key]
+    """``raw_parser`` of the claim layouts: a checked claim's payload -> its EOB. The issues
+    path is there for safety only, as the row check and the facts leave the mapper nothing to
+    reject."""
+    key, local, index, claim_id, facts, sent = payload
     rows = [ClaimRow(RowValues(index, fields), segment) for segment, fields in sent]
-    bene = rows[0].values.text("DESYNPUF_ID") or ""
-    facts = claim_facts(layout, bene, rows)
-    eob = build_eob(layout, claim_id, facts, rows, local) if facts is not None else None
+    eob = build_eob(LAYOUTS[key], claim_id, facts, rows, local)
     if eob is None:
         issues = [i for r in rows for i in r.values.issues]
         return [], issues or [UNMAPPABLE]

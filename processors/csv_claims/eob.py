@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from dropzone.validation import shared
 from processors.csv_claims.fhir import (
@@ -81,12 +81,11 @@ class ClaimRow:
     segment: int
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimFacts:
+class ClaimFacts(NamedTuple):
     """What a claim's rows say before its EOB is built: the dates it is filed under, the
     Coverage it references and its data notes. The processor reads them to count unresolved
-    references and to warn, without building the EOB (that may happen in a worker process);
-    the mapper builds the EOB from the same facts."""
+    references and to warn, without building the EOB (that may happen in a worker process,
+    which gets them with the claim: a tuple pickles small); the mapper builds from them."""
 
     bene_id: str
     coverage_id: str

@@ -341,7 +341,7 @@ class SynpufProcessor(CsvProcessor):
                     self._build_here(record, claim)
                 else:
                     record.raw = claim_payload(
-                        self.layout, self.local, self._index, claim.claim_id, claim.rows
+                        self.layout, self.local, self._index, claim.claim_id, claim.facts, claim.rows
                     )
                     record.raw_size = claim.size
                 if not record.issues:
