@@ -16,11 +16,19 @@ from dropzone.models import Outcome
 from dropzone.store.memory import MemoryStore
 from dropzone.store.sqlite import SqliteStore
 from processors import fhir_json
-from processors.csv_claims import eob, fhir
+from processors.csv_claims import carrier, eob, fhir
 from processors.csv_claims.synpuf import PROCESSORS
 
 INPATIENT = SYNPUF / "DE1_0_2008_to_2010_Inpatient_Claims_Sample_1.csv"
-SHARED = (fhir.coded, fhir.bb_category, fhir._money, eob.product, eob.payment_status)
+SHARED = (
+    fhir.coded,
+    fhir.bb_category,
+    fhir._money,
+    fhir._amount_entry,
+    eob.product,
+    eob.payment_status,
+    carrier._coding_extension,
+)
 
 
 def _clear_shared() -> None:
@@ -55,6 +63,16 @@ def test_mapped_claims_share_their_constant_elements(tmp_path: Path) -> None:
     assert first["item"][0]["adjudication"][0] is second["item"][0]["adjudication"][0]  # payment status
     assert first["careTeam"][0]["role"] is second["careTeam"][0]["role"]
     assert first["careTeam"][0] is not second["careTeam"][0]  # the member itself is the claim's own
+    # An amount entry (category and Money) is one object per category and amount text, reused
+    # across lines and claims.
+    by_text: dict[bytes, set[int]] = {}
+    uses = 0
+    for e in eobs:
+        for entry in [*(a for item in e["item"] for a in item["adjudication"][1:]), *e.get("total", [])]:
+            by_text.setdefault(fhir_json.dumps(entry), set()).add(id(entry))
+            uses += 1
+    assert all(len(ids) == 1 for ids in by_text.values())
+    assert uses > len(by_text)
 
 
 @pytest.mark.parametrize("layout", ["carrier", "inpatient"])
@@ -89,12 +107,19 @@ def test_the_pipeline_changes_no_shared_element(
         assert stored[key] == _without_meta(expected[key]), key
 
 
-def test_shared_amounts_keep_their_digits() -> None:
+@pytest.mark.parametrize(
+    "build",
+    [fhir.money, lambda value: fhir.amount_entry(fhir.C4BB + "C4BBAdjudication", "coinsurance", "x", value)],
+    ids=["money", "amount_entry"],
+)
+def test_shared_amounts_keep_their_digits(build: Any) -> None:
     _clear_shared()
-    amounts = [fhir.money(Decimal(text)) for text in ("80.00", "80.0", "80", "80.00")]
+    amounts = [build(Decimal(text)) for text in ("80.00", "80.0", "80", "80.00")]
     # Equal Decimals, different JSON texts: one shared object per text, never per value.
     assert amounts[0] is amounts[3] and amounts[0] is not amounts[1]
-    assert fhir_json.dumps(amounts) == (
-        b'[{"value":80.00,"currency":"USD"},{"value":80.0,"currency":"USD"},'
-        b'{"value":80,"currency":"USD"},{"value":80.00,"currency":"USD"}]'
-    )
+    assert [fhir_json.dumps(a.get("amount", a)) for a in amounts] == [
+        b'{"value":80.00,"currency":"USD"}',
+        b'{"value":80.0,"currency":"USD"}',
+        b'{"value":80,"currency":"USD"}',
+        b'{"value":80.00,"currency":"USD"}',
+    ]

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
+from dropzone.validation import shared
 from processors.csv_claims.beneficiary import coverage_id
 from processors.csv_claims.eob import (
     C4BB_DX,
@@ -25,7 +27,7 @@ from processors.csv_claims.fhir import (
     HL7,
     PAYER_ID,
     TAX_OID,
-    bb_category,
+    amount_entry,
     coded,
     coding,
     data_absent,
@@ -144,19 +146,17 @@ def map_carrier(layout: Layout, claim_id: str, facts: ClaimFacts, v: RowValues) 
 
     items = []
     # Exact sums of the line amounts' CSV text (Decimal), so a total needs no rounding.
-    totals: dict[str, tuple[dict[str, Any], Decimal]] = {}
+    totals: dict[str, tuple[tuple[str, str, str], Decimal]] = {}  # column -> (category, sum)
     for n in used:
         item: dict[str, Any] = {"sequence": n}
         extensions = []
         slot = _SLOTS[n]
         tax_n = v.text(slot.tax)
         if tax_n:
-            extensions.append({"url": BB + "tax_num", "valueCoding": coding(BB + "tax_num", tax_n)})
+            extensions.append(_coding_extension("tax_num", tax_n))
         indicator = v.text(slot.indicator)
         if indicator:
-            extensions.append(
-                {"url": BB + "line_prcsg_ind_cd", "valueCoding": coding(BB + "line_prcsg_ind_cd", indicator)}
-            )
+            extensions.append(_coding_extension("line_prcsg_ind_cd", indicator))
         if extensions:
             item = {"extension": extensions, **item}
         npi = v.text(slot.npi)
@@ -171,17 +171,16 @@ def map_carrier(layout: Layout, claim_id: str, facts: ClaimFacts, v: RowValues) 
         for (column, system, code, variable), amount in line_amounts[n]:
             if amount is None:
                 continue
-            category = bb_category(system, code, variable)
-            adjudication.append({"category": category, "amount": money(amount)})
-            previous = totals.get(column, (category, Decimal(0)))[1]
-            totals[column] = (category, previous + amount)
+            adjudication.append(amount_entry(system, code, variable, amount))
+            previous = totals.get(column, ((system, code, variable), Decimal(0)))[1]
+            totals[column] = ((system, code, variable), previous + amount)
         item["adjudication"] = adjudication
         items.append(item)
     if not items:
         items.append({"sequence": 1, "productOrService": product(None)})
     eob["item"] = items
     eob["total"] = [
-        {"category": category, "amount": money(total)}
+        amount_entry(*category, total)
         for column, *_ in CARRIER_LINE_AMOUNTS
         if column in totals
         for category, total in [totals[column]]
@@ -191,3 +190,9 @@ def map_carrier(layout: Layout, claim_id: str, facts: ClaimFacts, v: RowValues) 
     if "LINE_NCH_PMT_AMT" in totals:
         eob["payment"] = {"amount": money(totals["LINE_NCH_PMT_AMT"][1])}
     return eob
+
+
+@lru_cache(maxsize=32_768)  # shared: see processors.csv_claims.fhir; a provider bills many lines
+def _coding_extension(variable: str, code: str) -> dict[str, Any]:
+    """A line's BB variable as an extension with a Coding (BFD's shape)."""
+    return shared({"url": BB + variable, "valueCoding": coding(BB + variable, code)})

@@ -18,11 +18,10 @@ from processors.csv_claims.fhir import (
     HL7,
     ICD9,
     NPI,
-    bb_category,
+    amount_entry,
     coded,
     coding,
     concept,
-    money,
     ref,
 )
 from processors.csv_claims.layouts import Layout
@@ -238,7 +237,7 @@ def amount_entries(values: RowValues, spec: list[tuple[str, str, str, str]]) -> 
     for column, system, code, variable in spec:
         amount = values.amount(column)
         if amount is not None:
-            out.append({"category": bb_category(system, code, variable), "amount": money(amount)})
+            out.append(amount_entry(system, code, variable, amount))
     return out
 
 

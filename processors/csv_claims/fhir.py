@@ -3,15 +3,15 @@
 URL conventions follow CMS Blue Button 2.0 (BFD) and CARIN Blue Button (see
 docs in README, "Claims CSV and mappings", and SYNPUF_MAPPING.md).
 
-Builders of constant elements (``coded``, ``bb_category`` and ``money``, by the amount's text,
-here; ``payment_status`` and ``product`` in ``eob``) return one shared object per arguments: a
-carrier claim asks for ~140 codings and ~100 amounts, and building each anew was a third of its
-mapping time; marked with ``dropzone.validation.shared``, each is also validated once, not once
-per resource. So a mapped resource's
-elements may be shared with other resources, and nothing may change a mapped resource in place
-(nothing does: the pipeline serialises it, and rewriting a conditional reference works on a
-fresh parse of the text, ``dropzone.search.references``); tests/test_synpuf_shared_elements.py
-fails if that changes. The caches are bounded (a few tens of MB at most).
+Builders of constant elements (``coded``, ``bb_category``, ``money`` and ``amount_entry``, by
+the amount's text, here; ``payment_status`` and ``product`` in ``eob``) return one shared object
+per arguments: a carrier claim asks for ~140 codings and ~100 amounts, and building each anew
+was a third of its mapping time; marked with ``dropzone.validation.shared``, each is also
+validated once, not once per resource. So a mapped resource's elements may be shared with other
+resources, and nothing may change a mapped resource in place (nothing does: the pipeline
+serialises it, and rewriting a conditional reference works on a fresh parse of the text,
+``dropzone.search.references``); tests/test_synpuf_shared_elements.py fails if that changes.
+The caches are bounded (a few tens of MB at most).
 """
 
 from __future__ import annotations
@@ -85,6 +85,16 @@ def bb_category(carin_system: str, carin_code: str, variable: str) -> dict[str, 
     """BFD's two-coding amount category: the CARIN/HL7 code, then BBCS:adjudication whose code
     is the BB variable URL."""
     return shared(concept(coding(carin_system, carin_code), coding(BBCS + "adjudication", BB + variable)))
+
+
+def amount_entry(system: str, code: str, variable: str, value: Decimal) -> dict[str, Any]:
+    """An adjudication or total entry: the amount's ``bb_category`` and its Money."""
+    return _amount_entry(system, code, variable, fhir_json.decimal_text(value), value)
+
+
+@lru_cache(maxsize=65_536)  # shared: see the module docstring; SynPUF amounts repeat (round dollars)
+def _amount_entry(system: str, code: str, variable: str, text: str, value: Decimal) -> dict[str, Any]:
+    return shared({"category": bb_category(system, code, variable), "amount": _money(text, value)})
 
 
 def data_absent(code: str) -> dict[str, Any]:

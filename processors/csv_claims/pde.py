@@ -12,12 +12,11 @@ from processors.csv_claims.fhir import (
     HL7,
     NDC,
     PAYER_ID,
-    bb_category,
+    amount_entry,
     coded,
     coding,
     concept,
     data_absent,
-    money,
     ref,
 )
 from processors.csv_claims.layouts import Layout
@@ -70,22 +69,13 @@ def map_pde(layout: Layout, pde_id: str, facts: ClaimFacts, v: RowValues) -> dic
         item["quantity"] = {"value": fhir_json.number(quantity)}
     adjudication = []
     if patient_paid is not None:
-        adjudication.append(
-            {
-                "category": bb_category(C4BB_ADJ, "paidbypatient", "ptnt_pay_amt"),
-                "amount": money(patient_paid),
-            }
-        )
+        adjudication.append(amount_entry(C4BB_ADJ, "paidbypatient", "ptnt_pay_amt", patient_paid))
     if total_cost is not None:
-        adjudication.append(
-            {"category": bb_category(C4BB_ADJ, "drugcost", "tot_rx_cst_amt"), "amount": money(total_cost)}
-        )
+        adjudication.append(amount_entry(C4BB_ADJ, "drugcost", "tot_rx_cst_amt", total_cost))
     if adjudication:
         item["adjudication"] = adjudication
     eob["item"] = [item]
     eob["adjudication"] = [payment_status()]
     if total_cost is not None:
-        eob["total"] = [
-            {"category": bb_category(C4BB_ADJ, "drugcost", "tot_rx_cst_amt"), "amount": money(total_cost)}
-        ]
+        eob["total"] = [amount_entry(C4BB_ADJ, "drugcost", "tot_rx_cst_amt", total_cost)]
     return eob
