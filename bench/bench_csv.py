@@ -39,6 +39,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from ingest_bench import cpu_seconds_children, cpu_seconds_self  # noqa: E402 (after the path)
 
 TARGET_ROWS_PER_S = 5_000  # the target for claims CSV through the whole pipeline
 BASE_CARRIER_ROWS = 2_000  # like the inpatient sample, so both replicate in copies of 2,000
@@ -185,19 +188,33 @@ def pipeline_run(path: Path, rows: int, workers: int, store_kind: str, stage: st
         try:
             with Pipeline(settings, store, FolderSource(zone), worker_id="bench") as pipe:
                 started = time.perf_counter()
+                main_cpu, pool_cpu = cpu_seconds_self(), cpu_seconds_children()
                 (result,) = pipe.drain()
                 seconds = time.perf_counter() - started
+                # Read before the pool ends with the Pipeline: its workers are not our children
+                # once reaped (they are the forkserver's).
+                cpu = {
+                    "main": round(cpu_seconds_self() - main_cpu, 2),
+                    "pool": round(cpu_seconds_children() - pool_cpu, 2),
+                }
             stored = store.resources.counts(["bench"])
         finally:
             store.close()
         print(json.dumps({"stage": f"{stage}-detail", "stage_seconds": pipe.last_times}), flush=True)
     finally:
         shutil.rmtree(zone, ignore_errors=True)
-    return pipeline_figures(stage, rows, seconds, result, stored, store_kind, workers)
+    return pipeline_figures(stage, rows, seconds, result, stored, store_kind, workers, cpu)
 
 
 def pipeline_figures(
-    stage: str, rows: int, seconds: float, result: Any, stored: dict[str, int], store_kind: str, workers: int
+    stage: str,
+    rows: int,
+    seconds: float,
+    result: Any,
+    stored: dict[str, int],
+    store_kind: str,
+    workers: int,
+    cpu: dict[str, float],
 ) -> dict[str, Any]:
     eobs = stored.get("ExplanationOfBenefit", 0)
     rows_per_s = rows / seconds
@@ -214,6 +231,10 @@ def pipeline_figures(
         "resources_per_s": round(sum(stored.values()) / seconds),
         "outcome": result.outcome.value,
         "counts": result.counts.as_dict(),
+        # CPU seconds of this process and of the pool, and per row: on 2 cores the target leaves
+        # 2 * 200 = 400 us of CPU per row in all.
+        "cpu_seconds": cpu,
+        "cpu_us_per_row": {k: round(v / rows * 1e6) for k, v in cpu.items()} if rows else {},
         "max_rss_mb": max_rss_mb(),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "target": f">= {TARGET_ROWS_PER_S:,} rows/s",
@@ -227,10 +248,12 @@ def pipeline_figures(
 
 def summary_line(figures: dict[str, Any]) -> str:
     met = "met" if figures["target_met"] else "not met"
+    per_row = figures["cpu_us_per_row"]
     return (
         f"{figures['stage']} ({figures['store']}, {figures['workers']} workers): {figures['rows']:,} rows "
         f"in {figures['seconds']:.1f} s = {figures['rows_per_s']:,} rows/s, {figures['eob_per_s']:,} EOB/s "
-        f"- target {figures['target']}: {figures['rows_per_s']:,} ({met})"
+        f"- target {figures['target']}: {figures['rows_per_s']:,} ({met}); CPU per row "
+        f"{per_row.get('main', 0)} us main + {per_row.get('pool', 0)} us pool"
     )
 
 
