@@ -27,7 +27,7 @@ SHARED = (
     fhir._amount_entry,
     eob.product,
     eob.payment_status,
-    carrier._coding_extension,
+    carrier._indicator_extension,
 )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from dropzone.validation import shared, validate_resource
+from dropzone.validation import r4, shared, validate_resource
 
 
 def _observation(code: Any, **more: Any) -> dict[str, Any]:
@@ -53,3 +53,19 @@ def test_a_shared_reference_to_a_contained_resource_is_checked_in_each_resource(
     assert _issues(_observation(code, subject=subject)) == [
         ("unresolved_contained_reference", "Observation.subject.reference")
     ]
+
+
+def test_a_full_registry_forgets_only_the_objects_nothing_else_holds(monkeypatch: Any) -> None:
+    monkeypatch.setattr(r4, "_SHARED", {})
+    monkeypatch.setattr(r4, "_SHARED_LIMIT", 8)
+    monkeypatch.setattr(r4, "_sweep_at", 8)
+    held = shared({"coding": [{"system": "http://loinc.org", "code": "1234-5"}]})
+    assert _issues(_observation(held)) == []
+    for n in range(50):  # built, marked and dropped, as a bounded cache drops what it evicts
+        shared({"text": f"t{n}"})
+    assert id(held) in r4._SHARED and r4._SHARED[id(held)][1], "still marked, verdict kept"
+    assert len(r4._SHARED) <= 8
+    # Objects still held are kept however many: the next sweep waits until twice as many.
+    kept = [shared({"text": f"k{n}"}) for n in range(50)]
+    assert all(id(obj) in r4._SHARED for obj in kept)
+    assert r4._sweep_at >= 8

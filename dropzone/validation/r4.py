@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -153,7 +154,7 @@ def model() -> R4Model:
 # JSON objects their builder hands to many resources (``shared``), by id, each with the rules it
 # was found valid under. An entry holds its object, so no other object can take its id.
 _SHARED: dict[int, tuple[Any, set[Any]]] = {}
-_SHARED_LIMIT = 100_000
+_SHARED_LIMIT = 100_000  # marked objects before the first sweep (``_forget_unheld``)
 T = TypeVar("T")
 
 
@@ -162,10 +163,29 @@ def shared(element: T) -> T:
     CodeableConcept): the validator then walks it once per rule it stands under, not once per
     resource. Only for objects nothing changes after they are built (the pipeline never changes a
     resource in place; ``tests/test_synpuf_shared_elements.py``)."""
-    if len(_SHARED) >= _SHARED_LIMIT:
-        _SHARED.clear()
+    global _sweep_at
+    if len(_SHARED) >= _sweep_at:
+        _forget_unheld()
+        # Sweep again once as many again are marked: a registry of objects still held (by the
+        # builders' bounded caches) is not swept at every call.
+        _sweep_at = max(_SHARED_LIMIT, 2 * len(_SHARED))
     _SHARED[id(element)] = (element, set())
     return element
+
+
+_sweep_at = _SHARED_LIMIT
+# References to an object that only the registry holds, as ``getrefcount`` counts them in
+# ``_forget_unheld``: the entry's tuple, the loop's name and the call's argument.
+_ONLY_THE_REGISTRY = 3
+
+
+def _forget_unheld() -> None:
+    """Drop the objects that nothing else holds any more (a builder's cache let them go). The
+    ones still handed out stay marked: clearing everything would leave those a cache keeps
+    returning unmarked for good, walked in every resource again."""
+    unheld = [key for key, (obj, _) in _SHARED.items() if sys.getrefcount(obj) <= _ONLY_THE_REGISTRY]
+    for key in unheld:
+        del _SHARED[key]
 
 
 def validate_resource(resource: Any) -> list[Issue]:

@@ -152,11 +152,11 @@ def map_carrier(layout: Layout, claim_id: str, facts: ClaimFacts, v: RowValues) 
         extensions = []
         slot = _SLOTS[n]
         tax_n = v.text(slot.tax)
-        if tax_n:
-            extensions.append(_coding_extension("tax_num", tax_n))
+        if tax_n:  # not shared: one per provider, too many to keep
+            extensions.append({"url": BB + "tax_num", "valueCoding": coding(BB + "tax_num", tax_n)})
         indicator = v.text(slot.indicator)
         if indicator:
-            extensions.append(_coding_extension("line_prcsg_ind_cd", indicator))
+            extensions.append(_indicator_extension(indicator))
         if extensions:
             item = {"extension": extensions, **item}
         npi = v.text(slot.npi)
@@ -192,7 +192,7 @@ def map_carrier(layout: Layout, claim_id: str, facts: ClaimFacts, v: RowValues) 
     return eob
 
 
-@lru_cache(maxsize=32_768)  # shared: see processors.csv_claims.fhir; a provider bills many lines
-def _coding_extension(variable: str, code: str) -> dict[str, Any]:
-    """A line's BB variable as an extension with a Coding (BFD's shape)."""
-    return shared({"url": BB + variable, "valueCoding": coding(BB + variable, code)})
+@lru_cache(maxsize=256)  # shared: see processors.csv_claims.fhir; a handful of processing codes
+def _indicator_extension(code: str) -> dict[str, Any]:
+    """A line's processing indicator as BFD writes it: an extension with a Coding."""
+    return shared({"url": BB + "line_prcsg_ind_cd", "valueCoding": coding(BB + "line_prcsg_ind_cd", code)})

@@ -92,7 +92,7 @@ def amount_entry(system: str, code: str, variable: str, value: Decimal) -> dict[
     return _amount_entry(system, code, variable, fhir_json.decimal_text(value), value)
 
 
-@lru_cache(maxsize=65_536)  # shared: see the module docstring; SynPUF amounts repeat (round dollars)
+@lru_cache(maxsize=32_768)  # shared: see the module docstring; SynPUF amounts repeat (round dollars)
 def _amount_entry(system: str, code: str, variable: str, text: str, value: Decimal) -> dict[str, Any]:
     return shared({"category": bb_category(system, code, variable), "amount": _money(text, value)})
 
