@@ -548,9 +548,8 @@ class SqliteResourceStore(ResourceStore):
                 _delete_search_rows(conn, old_rows)
             conn.executemany("INSERT OR IGNORE INTO identifiers VALUES (?, ?, ?, ?, ?)", identifiers)
             # In (key, id) order: neighbouring keys share B-tree pages, so a batch dirties fewer
-            # of them, and ids in order fill them (unordered ids: an 8% larger database). One
-            # tenant and type per call: docs by id, then a stable sort by key gives that order
-            # at 0.6x the cost of comparing whole rows.
+            # of them. One tenant and type per call: docs by id, then a stable sort by key gives
+            # that order at 0.6x the cost of comparing whole rows.
             key_rows = [
                 (doc[0], key, rtype, doc[2]) for doc in sorted(docs, key=_BY_ID) for key in doc[10][0]
             ]
