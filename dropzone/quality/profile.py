@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from dropzone.quality.systems import classify
@@ -81,6 +81,16 @@ def _token_path(rtype: str, param: str) -> str:
     return " | ".join(f"{rtype}.{p}" for p in paths) or f"{rtype}.{param}"
 
 
+@lru_cache(maxsize=2**16)  # pure; a file repeats the same few codes in every resource
+def _key_system(rtype: str, key: str) -> tuple[str, str] | None:
+    """(element path, system) that a token key names, or None (no system, or any system)."""
+    param, eq, rest = key.partition("=")
+    system = rest.partition("|")[0]
+    if not eq or not system or system == "*":
+        return None
+    return _token_path(rtype, param), system
+
+
 class QualityProfile:
     """Accumulates the profile of resources added one at a time; ``as_json`` reports it."""
 
@@ -113,12 +123,8 @@ class QualityProfile:
         else:
             systems = set()
             for key in keys:
-                param, eq, rest = key.partition("=")
-                if not eq or key[0] in ">~":
-                    continue
-                system = rest.partition("|")[0]
-                if system and system != "*":
-                    systems.add((_token_path(rtype, param), system))
+                if key[0] not in ">~" and (found := _key_system(rtype, key)) is not None:
+                    systems.add(found)
         for path, system in systems:
             self._systems[(rtype, path, system)].add(rid)
 
