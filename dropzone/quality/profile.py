@@ -123,7 +123,7 @@ class QualityProfile:
         else:
             systems = set()
             for key in keys:
-                if key[0] not in ">~" and (found := _key_system(rtype, key)) is not None:
+                if key[:1] not in ">~" and (found := _key_system(rtype, key)) is not None:
                     systems.add(found)
         for path, system in systems:
             self._systems[(rtype, path, system)].add(rid)
