@@ -348,10 +348,13 @@ class _Walker:
                     continue
                 if rule.kind == _PRIMITIVE:
                     # The common cases, without a call: free text (display, reference), and a
-                    # value met before.
+                    # value met before (a bound code: in its value set too).
                     if type(value) is str and (
                         (rule.text and value and "\x0b" not in value and "\x0c" not in value)
-                        or (value in rule.primitive.seen and rule.codes is None)  # type: ignore[union-attr]
+                        or (
+                            value in rule.primitive.seen  # type: ignore[union-attr]
+                            and (rule.codes is None or value in rule.codes)
+                        )
                     ):
                         continue
                     self.primitive(value, rule, path, key)
