@@ -392,9 +392,6 @@ def test_an_official_example_with_a_reference_the_definition_forbids_is_rejected
     }
 
 
-# -- the model ----------------------------------------------------------------------------------
-
-
 @pytest.mark.parametrize(
     "reference",
     [
@@ -422,6 +419,9 @@ def test_a_reference_is_checked_by_the_type_it_names_whatever_its_shape(referenc
     expected = {("invalid_reference_target", "Patient.managingOrganization.reference")}
     resource = {**PATIENT, "managingOrganization": {"reference": reference}}
     assert _codes(resource) == (expected if named not in (None, "Organization") else set())
+
+
+# -- the model ----------------------------------------------------------------------------------
 
 
 def test_the_model_is_r4_4_0_1_with_every_resource_type() -> None:
