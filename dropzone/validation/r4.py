@@ -484,9 +484,9 @@ class _Walker:
         slash = reference.find("/")
         if slash > 0 and reference.find("/", slash + 1) < 0 and "?" not in reference and ":" not in reference:
             # ``Type/id``, nearly every reference: what ``_referenced_type`` answers, without its splits.
-            named = reference[:slash] if slash < len(reference) - 1 else None
-            if named is not None and named not in self.model.resource_types:
-                named = None
+            named: str | None = reference[:slash]
+            if slash == len(reference) - 1 or named not in self.model.resource_types:
+                named = None  # "Type/" names no resource
         else:
             named = _referenced_type(reference, self.model.resource_types)
         if named is not None and named not in targets:

@@ -67,9 +67,9 @@ def map_pde(layout: Layout, pde_id: str, facts: ClaimFacts, v: RowValues) -> dic
     item: dict[str, Any] = {"sequence": 1, "productOrService": product_concept, "servicedDate": served}
     if quantity is not None:
         item["quantity"] = {"value": fhir_json.number(quantity)}
-    drug_cost = None
-    if total_cost is not None:
-        drug_cost = amount_entry(C4BB_ADJ, "drugcost", "tot_rx_cst_amt", total_cost)
+    drug_cost = (
+        amount_entry(C4BB_ADJ, "drugcost", "tot_rx_cst_amt", total_cost) if total_cost is not None else None
+    )
     adjudication = []
     if patient_paid is not None:
         adjudication.append(amount_entry(C4BB_ADJ, "paidbypatient", "ptnt_pay_amt", patient_paid))
