@@ -409,12 +409,20 @@ def test_an_official_example_with_a_reference_the_definition_forbids_is_rejected
         "http://example.org/fhir/Organization/o1",
         "Patient?identifier=http://example.org|1",
         "Organization?identifier=1",
+        "Bogus?identifier=1",
+        "Patient?",
+        "?identifier=1",
+        "Patient/p2?_format=json",
+        "Patient/?identifier=1",
+        "http://example.org/fhir/Patient?identifier=1",
         "urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0",
+        "urn:oid:1.2?x",
     ],
 )
 def test_a_reference_is_checked_by_the_type_it_names_whatever_its_shape(reference: str) -> None:
-    """The validator reads ``Type/id`` in line and every other shape with ``_referenced_type``:
-    both must name the same type (Patient.managingOrganization allows Organization only)."""
+    """The validator reads ``Type/id`` and ``Type?query`` in line and every other shape with
+    ``_referenced_type``: both must name the same type (Patient.managingOrganization allows
+    Organization only)."""
     named = r4._referenced_type(reference, model().resource_types)
     expected = {("invalid_reference_target", "Patient.managingOrganization.reference")}
     resource = {**PATIENT, "managingOrganization": {"reference": reference}}

@@ -30,6 +30,7 @@ from processors.base import Issue
 MODEL_PATH = Path(__file__).with_name("r4_model.json")
 _SAFE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
 _PRIMITIVE, _PRIMITIVE_EXT, _COMPLEX, _RESOURCE = range(4)
+_FOLLOWED = ("Extension", "Reference")  # complex types with a rule beyond their elements
 _JSON_WORD = {
     "boolean": "a JSON boolean",
     "integer": "a JSON integer",
@@ -78,7 +79,10 @@ class _Primitive:
 class _Rule:
     """How one JSON key of one type is validated."""
 
-    __slots__ = ("codes", "group", "kind", "label", "many", "primitive", "targets", "text", "type", "variant")
+    __slots__ = (
+        "codes", "complex", "follow", "group", "kind", "label", "many", "primitive", "targets", "text",
+        "type", "variant",
+    )  # fmt: skip
 
     def __init__(self, label: str, type_name: str, kind: int, many: bool) -> None:
         self.label = label  # the JSON name as written, e.g. valueQuantity, _birthDate
@@ -86,6 +90,10 @@ class _Rule:
         self.kind = kind
         self.many = many
         self.primitive: _Primitive | None = None
+        # A complex type's compiled type, and the check its objects get after their elements
+        # (``_Walker.after``: an Extension's or a Reference's rule), set once every type exists.
+        self.complex: _Type | None = None
+        self.follow: str | None = None
         self.text = False  # a string or markdown without a binding: checked in line by ``object``
         self.codes: frozenset[str] | None = None
         self.targets: frozenset[str] | None = None
@@ -114,6 +122,13 @@ class R4Model:
         self.types: dict[str, _Type] = {}
         for name, elements in data["types"].items():
             self.types[name] = self._compile(name, elements, valuesets)
+        for owner in self.types.values():
+            for rule in owner.rules.values():
+                if rule.kind == _COMPLEX:
+                    rule.complex = self.types[rule.type]
+                    rule.follow = rule.type if rule.type in _FOLLOWED else None
+                elif rule.kind == _PRIMITIVE_EXT:
+                    rule.complex = self.types["Element"]
 
     def _compile(self, name: str, elements: dict[str, Any], valuesets: dict[str, frozenset[str]]) -> _Type:
         owner = _Type(name, name in self.resource_types)
@@ -337,6 +352,16 @@ class _Walker:
                     continue
                 if rule.kind == _PRIMITIVE or rule.kind == _PRIMITIVE_EXT:
                     self._primitive_array(node, key, value, rule, path)
+                elif rule.kind == _COMPLEX:
+                    for index, item in enumerate(value):
+                        # A plain object walked here, as in ``item``, without its call.
+                        if type(item) is dict and not (_SHARED and id(item) in _SHARED):
+                            where = (path, key, index)
+                            self.object(item, rule.complex, where)  # type: ignore[arg-type]
+                            if rule.follow is not None:
+                                self.after(item, rule, where)
+                        else:
+                            self.item(item, rule, (path, key, index))
                 else:
                     for index, item in enumerate(value):
                         self.item(item, rule, (path, key, index))
@@ -358,6 +383,11 @@ class _Walker:
                     ):
                         continue
                     self.primitive(value, rule, path, key)
+                elif rule.kind == _COMPLEX and type(value) is dict and not (_SHARED and id(value) in _SHARED):
+                    where = (path, key, None)
+                    self.object(value, rule.complex, where)  # type: ignore[arg-type]
+                    if rule.follow is not None:
+                        self.after(value, rule, where)
                 else:
                     self.item(value, rule, (path, key, None))
         for label, keys in owner.required:
@@ -382,11 +412,9 @@ class _Walker:
                 if rule in known[1]:
                     return  # this very object, valid under this rule before
                 before = (len(self.issues), len(self.local_refs))
-            self.object(value, self.model.types[rule.type], path)
-            if rule.type == "Extension":
-                self._extension_rule(value, path)
-            elif rule.type == "Reference":
-                self._reference(value, rule, path)
+            self.object(value, rule.complex, path)  # type: ignore[arg-type]
+            if rule.follow is not None:
+                self.after(value, rule, path)
             if known is not None and before == (len(self.issues), len(self.local_refs)):
                 known[1].add(rule)  # nothing found and no contained reference left to check
         elif kind == _PRIMITIVE_EXT:
@@ -397,7 +425,7 @@ class _Walker:
                     path,
                 )
                 return
-            self.object(value, self.model.types["Element"], path)
+            self.object(value, rule.complex, path)  # type: ignore[arg-type]
         else:  # primitives are checked by ``primitive`` directly
             self.resource(value, path, contained=rule.label == "contained")
 
@@ -465,6 +493,13 @@ class _Walker:
             where,
         )
 
+    def after(self, node: dict[str, Any], rule: _Rule, path: Where) -> None:
+        """The rule of an Extension or a Reference beyond its elements."""
+        if rule.follow == "Extension":
+            self._extension_rule(node, path)
+        else:
+            self._reference(node, rule, path)
+
     def _extension_rule(self, node: dict[str, Any], path: Where) -> None:
         if "extension" in node and any(key.startswith(("value", "_value")) for key in node):
             self.add(
@@ -481,12 +516,18 @@ class _Walker:
         if reference.startswith("#"):
             self.local_refs.append(((path, "reference", None), reference[1:], targets))
             return
-        slash = reference.find("/")
-        if slash > 0 and reference.find("/", slash + 1) < 0 and "?" not in reference and ":" not in reference:
-            # ``Type/id``, nearly every reference: what ``_referenced_type`` answers, without its splits.
-            named: str | None = reference[:slash]
+        # The two shapes of nearly every reference, read here: what ``_referenced_type`` answers,
+        # without its splits.
+        slash, query = reference.find("/"), reference.find("?")
+        named: str | None
+        if query < 0 and slash > 0 and reference.find("/", slash + 1) < 0 and ":" not in reference:
+            named = reference[:slash]  # Type/id
             if slash == len(reference) - 1 or named not in self.model.resource_types:
                 named = None  # "Type/" names no resource
+        elif query > 0 and not 0 <= slash < query:
+            named = reference[:query]  # Type?identifier=system|value (a conditional reference)
+            if named not in self.model.resource_types:
+                named = None
         else:
             named = _referenced_type(reference, self.model.resource_types)
         if named is not None and named not in targets:
