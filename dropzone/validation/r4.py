@@ -30,6 +30,7 @@ from processors.base import Issue
 MODEL_PATH = Path(__file__).with_name("r4_model.json")
 _SAFE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,63}")
 _PRIMITIVE, _PRIMITIVE_EXT, _COMPLEX, _RESOURCE = range(4)
+_UNREAD: Any = object()  # a reference not read before
 _FOLLOWED = ("Extension", "Reference")  # complex types with a rule beyond their elements
 _JSON_WORD = {
     "boolean": "a JSON boolean",
@@ -120,6 +121,9 @@ class R4Model:
         self.resource_types = frozenset(data["resources"])
         valuesets = {url: frozenset(codes) for url, codes in data["valuesets"].items()}
         self.types: dict[str, _Type] = {}
+        # reference -> the resource type it names (None: none), remembered: references repeat
+        # (the patient, the encounter, a conditional reference to the practitioner).
+        self.reference_types: dict[str, str | None] = {}
         for name, elements in data["types"].items():
             self.types[name] = self._compile(name, elements, valuesets)
         for owner in self.types.values():
@@ -129,6 +133,15 @@ class R4Model:
                     rule.follow = rule.type if rule.type in _FOLLOWED else None
                 elif rule.kind == _PRIMITIVE_EXT:
                     rule.complex = self.types["Element"]
+
+    def read_reference(self, reference: str) -> str | None:
+        """The type ``reference`` names (``_referenced_type``), remembered like valid values."""
+        named = _referenced_type(reference, self.resource_types)
+        if len(reference) <= _MEMO_LENGTH:
+            if len(self.reference_types) >= _MEMO_LIMIT:
+                self.reference_types.clear()
+            self.reference_types[reference] = named
+        return named
 
     def _compile(self, name: str, elements: dict[str, Any], valuesets: dict[str, frozenset[str]]) -> _Type:
         owner = _Type(name, name in self.resource_types)
@@ -206,11 +219,13 @@ def _forget_unheld() -> None:
 
 
 def forget_valid_values() -> None:
-    """Forget every value and shared object found valid so far, as a fresh worker has: a
+    """Forget every value, reference and shared object read so far, as a fresh worker has: a
     benchmark that validates one corpus again and again calls it before each pass, or the
     resources' ids and dates, unique in a real file, are all remembered from the pass before."""
-    for spec in model().primitives.values():
+    r4 = model()
+    for spec in r4.primitives.values():
         spec.seen.clear()
+    r4.reference_types.clear()
     for _, rules in _SHARED.values():
         rules.clear()
 
@@ -526,20 +541,9 @@ class _Walker:
         if reference.startswith("#"):
             self.local_refs.append(((path, "reference", None), reference[1:], targets))
             return
-        # The two shapes of nearly every reference, read here: what ``_referenced_type`` answers,
-        # without its splits.
-        slash, query = reference.find("/"), reference.find("?")
-        named: str | None
-        if query < 0 and slash > 0 and reference.find("/", slash + 1) < 0 and ":" not in reference:
-            named = reference[:slash]  # Type/id
-            if slash == len(reference) - 1 or named not in self.model.resource_types:
-                named = None  # "Type/" names no resource
-        elif query > 0 and not 0 <= slash < query:
-            named = reference[:query]  # Type?identifier=system|value (a conditional reference)
-            if named not in self.model.resource_types:
-                named = None
-        else:
-            named = _referenced_type(reference, self.model.resource_types)
+        named = self.model.reference_types.get(reference, _UNREAD)
+        if named is _UNREAD:
+            named = self.model.read_reference(reference)
         if named is not None and named not in targets:
             self.add(
                 "invalid_reference_target",
