@@ -123,6 +123,13 @@ MUTANTS: list[tuple[str, dict[str, Any], Callable[[dict[str, Any]], None], str, 
         "Patient.name[0].family",
     ),
     (
+        "form feed in a repeated string",
+        PATIENT,
+        lambda r: r["name"][0]["given"].append(f"{MARKER}\x0c"),
+        "invalid_value",
+        "Patient.name[0].given[2]",
+    ),
+    (
         "vertical tab in a Reference's display",
         PATIENT,
         lambda r: r["managingOrganization"].update(display=f"{MARKER}\x0b"),
@@ -491,6 +498,7 @@ SECOND_OPINION_MISSES = {
     "nested contained": "dom-2 is not evaluated",
     "form feed in a string": "the string pattern [ \\r\\n\\t\\S]+ is not applied",
     "vertical tab in a Reference's display": "the string pattern [ \\r\\n\\t\\S]+ is not applied",
+    "form feed in a repeated string": "the string pattern [ \\r\\n\\t\\S]+ is not applied",
     "defect inside a contained resource": "contained resources are validated loosely (coercion)",
 }
 

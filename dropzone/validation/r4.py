@@ -468,6 +468,7 @@ class _Walker:
                     _at(path, partner_key),
                 )
             partner = None
+        spec = rule.primitive
         for index, item in enumerate(values):
             if item is None:
                 if partner is None or partner[index] is None:
@@ -478,6 +479,12 @@ class _Walker:
                     )
                 continue
             if rule.kind == _PRIMITIVE:
+                # As in ``object``: free text and values met before without the call.
+                if type(item) is str and (
+                    (rule.text and item and "\x0b" not in item and "\x0c" not in item)
+                    or (item in spec.seen and (rule.codes is None or item in rule.codes))  # type: ignore[union-attr]
+                ):
+                    continue
                 self.primitive(item, rule, path, key, index)
             else:
                 self.item(item, rule, (path, key, index))
