@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
 from urllib.parse import unquote
@@ -34,6 +35,7 @@ CONDITIONAL_KEY = "~conditional"
 _CONDITIONAL = re.compile(r"^(?P<type>[A-Z][A-Za-z]{1,63})\?identifier=(?P<token>[^&]+)$")
 
 
+@lru_cache(maxsize=4096)  # a conditional reference is usually one of a few (the practitioners)
 def parse_conditional(reference: str) -> tuple[str, str | None, str] | None:
     """(type, system or None, value) of ``Type?identifier=[system|]value``, else None."""
     match = _CONDITIONAL.match(reference)
@@ -154,17 +156,6 @@ def model_types() -> dict[str, Any]:
     return data
 
 
-def _references(resource: dict[str, Any], out: set[str]) -> None:
-    for path in reference_paths(resource.get("resourceType", "")):
-        for value in values_at(resource, path):
-            if isinstance(value, dict):
-                ref = value.get("reference")
-                if isinstance(ref, str):
-                    key = reference_key(ref)
-                    if key is not None:
-                        out.add(f"{REF_PREFIX}{path}|{key}")
-
-
 def _entries(bundle: dict[str, Any]) -> tuple[list[tuple[Any, dict[str, Any]]], dict[str, str]]:
     """A Bundle's (fullUrl, resource) entries and fullUrl -> ``Type/id`` for resolving them."""
     entries = bundle.get("entry")
@@ -236,33 +227,95 @@ def entry_patients(bundle: dict[str, Any]) -> set[str]:
     return found
 
 
-def search_rows(resource: dict[str, Any]) -> SearchRows:
-    params = search_table().params(resource.get("resourceType", ""))
-    keys: set[str] = set()
+_TOKEN, _REFERENCE, _DATE = range(3)
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """One indexed path of a type, from below its first step: a token parameter's, a Reference
+    element's (``param`` is then the path) or a date parameter's (``leaf``: its leaf type)."""
+
+    kind: int
+    param: str
+    rest: tuple[str, ...]
+    leaf: str = ""
+
+
+@cache
+def _reads(rtype: str) -> dict[str, tuple[_Read, ...]]:
+    """The type's indexed paths by their first step: ``search_rows`` follows only the paths
+    whose first element the resource has (an EOB has 26 Reference paths, a few present)."""
+    params = search_table().params(rtype)
+    found: dict[str, list[_Read]] = {}
+
+    def add(kind: int, param: str, path: str, leaf: str = "") -> None:
+        first, *rest = path.split(".")
+        found.setdefault(first, []).append(_Read(kind, param, tuple(rest), leaf))
+
     for param, paths in params.tokens.items():
         for path in paths:
-            for value in values_at(resource, path):
-                keys.update(token_keys(param, value))
-    _references(resource, keys)
-    waiting = set()
-    for key in keys:
-        if key.startswith(REF_PREFIX) and "?" in key:
-            parsed = parse_conditional(key.partition("|")[2])
-            if parsed is not None:
-                waiting.add(waiting_key(*parsed))
+            add(_TOKEN, param, path)
+    for path in reference_paths(rtype):
+        add(_REFERENCE, path, path)
+    for param, leaves in params.dates.items():
+        for path, leaf in leaves:
+            add(_DATE, param, path, leaf)
+    return {first: tuple(reads) for first, reads in found.items()}
+
+
+def _below(value: Any, rest: tuple[str, ...]) -> list[Any]:
+    """``values_at`` from the value of a path's first step."""
+    current = value if isinstance(value, list) else [value]
+    for name in rest:
+        nxt: list[Any] = []
+        for item in current:
+            if isinstance(item, dict) and name in item:
+                found = item[name]
+                if isinstance(found, list):
+                    nxt.extend(found)
+                else:
+                    nxt.append(found)
+        if not nxt:
+            return nxt
+        current = nxt
+    return current
+
+
+def search_rows(resource: dict[str, Any]) -> SearchRows:
+    reads = _reads(resource.get("resourceType", ""))
+    keys: set[str] = set()
+    waiting: set[str] = set()
+    dates: set[tuple[str, str, str]] = set()
+    for first, value in resource.items():
+        here = reads.get(first)
+        if here is None or value is None:
+            continue
+        for read in here:
+            values = _below(value, read.rest)
+            if read.kind == _TOKEN:
+                for item in values:
+                    keys.update(token_keys(read.param, item))
+            elif read.kind == _REFERENCE:
+                for item in values:
+                    ref = item.get("reference") if isinstance(item, dict) else None
+                    key = reference_key(ref) if isinstance(ref, str) else None
+                    if key is None:
+                        continue
+                    keys.add(f"{REF_PREFIX}{read.param}|{key}")
+                    if "?" in key and (parsed := parse_conditional(key)) is not None:
+                        waiting.add(waiting_key(*parsed))
+            else:
+                for item in values:
+                    if read.leaf == "Period":
+                        span = period_range(item) if isinstance(item, dict) else None
+                    else:
+                        span = date_range(item) if isinstance(item, str) else None
+                    if span is not None:
+                        dates.add((read.param, span[0], span[1]))
     if waiting:
         keys |= waiting
         keys.add(CONDITIONAL_KEY)
     if resource.get("resourceType") == "Bundle":
         keys.update(f"{ENTRY_PATIENT_PREFIX}Patient/{pid}" for pid in entry_patients(resource))
         keys.update(chain_keys(resource))
-    dates: set[tuple[str, str, str]] = set()
-    for param, leaves in params.dates.items():
-        for path, leaf in leaves:
-            for value in values_at(resource, path):
-                span = period_range(value) if leaf == "Period" and isinstance(value, dict) else None
-                if leaf != "Period" and isinstance(value, str):
-                    span = date_range(value)
-                if span is not None:
-                    dates.add((param, span[0], span[1]))
     return sorted(keys), sorted(dates)
