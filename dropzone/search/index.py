@@ -82,25 +82,13 @@ def index_signature() -> str:
 
 def values_at(node: Any, path: str) -> list[Any]:
     """Every value at a dotted JSON path, arrays flattened at each step."""
-    if "." not in path:  # most paths: one step, no list building
-        value = node.get(path) if isinstance(node, dict) else None
-        if value is None:
-            return []
+    first, dot, rest = path.partition(".")
+    value = node.get(first) if isinstance(node, dict) else None
+    if value is None:
+        return []
+    if not dot:  # most paths: one step, no list building
         return value if isinstance(value, list) else [value]
-    current = [node]
-    for name in path.split("."):
-        nxt: list[Any] = []
-        for item in current:
-            if isinstance(item, dict) and name in item:
-                value = item[name]
-                if isinstance(value, list):
-                    nxt.extend(value)
-                else:
-                    nxt.append(value)
-        if not nxt:
-            return nxt
-        current = nxt
-    return current
+    return _below(value, tuple(rest.split(".")))
 
 
 def token_keys(param: str, value: Any) -> list[str]:
@@ -264,7 +252,8 @@ def _reads(rtype: str) -> dict[str, tuple[_Read, ...]]:
 
 
 def _below(value: Any, rest: tuple[str, ...]) -> list[Any]:
-    """``values_at`` from the value of a path's first step."""
+    """Every value at the steps ``rest`` below ``value`` (the value of a path's first step),
+    arrays flattened at each step."""
     current = value if isinstance(value, list) else [value]
     for name in rest:
         nxt: list[Any] = []
