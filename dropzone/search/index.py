@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
@@ -268,6 +269,19 @@ def _below(value: Any, rest: tuple[str, ...]) -> list[Any]:
             return nxt
         current = nxt
     return current
+
+
+def reference_values(resource: dict[str, Any]) -> Iterator[Any]:
+    """Every value at the type's Reference paths (``reference_paths``) that the resource has,
+    in the order of its elements."""
+    reads = _reads(resource.get("resourceType", ""))
+    for first, value in resource.items():
+        here = reads.get(first)
+        if here is None or value is None:
+            continue
+        for read in here:
+            if read.kind == _REFERENCE:
+                yield from _below(value, read.rest)
 
 
 def search_rows(resource: dict[str, Any]) -> SearchRows:

@@ -29,8 +29,7 @@ from dropzone.search.index import (
     REF_PREFIX,
     WAITING_PREFIX,
     parse_conditional,
-    reference_paths,
-    values_at,
+    reference_values,
     waiting_key,
 )
 from dropzone.store.base import ResourceStore, ResourceWrite
@@ -149,11 +148,10 @@ def rewrite_conditional(resource: dict[str, Any], targets: Mapping[str, str]) ->
 
 def _conditional_references(resource: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
     """Each Reference element of ``resource`` that is conditional, with its waiting key."""
-    for path in reference_paths(resource.get("resourceType", "")):
-        for value in values_at(resource, path):
-            key = _waiting_key_of(value)
-            if key is not None:
-                yield value, key
+    for value in reference_values(resource):
+        key = _waiting_key_of(value)
+        if key is not None:
+            yield value, key
 
 
 def _waiting_key_of(value: Any) -> str | None:
