@@ -232,8 +232,9 @@ class _Read:
 
 @cache
 def _reads(rtype: str) -> dict[str, tuple[_Read, ...]]:
-    """The type's indexed paths by their first step: ``search_rows`` follows only the paths
-    whose first element the resource has (an EOB has 26 Reference paths, a few present)."""
+    """The type's indexed paths by their first step: ``search_rows`` and ``reference_values``
+    follow only the paths whose first element the resource has (an EOB has 26 Reference paths,
+    a few present)."""
     params = search_table().params(rtype)
     found: dict[str, list[_Read]] = {}
 
@@ -271,50 +272,49 @@ def _below(value: Any, rest: tuple[str, ...]) -> list[Any]:
     return current
 
 
-def reference_values(resource: dict[str, Any]) -> Iterator[Any]:
-    """Every value at the type's Reference paths (``reference_paths``) that the resource has,
-    in the order of its elements."""
+def _present(resource: dict[str, Any]) -> Iterator[tuple[_Read, list[Any]]]:
+    """Each indexed path of the resource's type that it has, with the values at that path, in
+    the order of its elements."""
     reads = _reads(resource.get("resourceType", ""))
     for first, value in resource.items():
         here = reads.get(first)
-        if here is None or value is None:
-            continue
-        for read in here:
-            if read.kind == _REFERENCE:
-                yield from _below(value, read.rest)
+        if here is not None and value is not None:
+            for read in here:
+                yield read, _below(value, read.rest)
+
+
+def reference_values(resource: dict[str, Any]) -> Iterator[Any]:
+    """Every value at the type's Reference paths (``reference_paths``) that the resource has."""
+    for read, values in _present(resource):
+        if read.kind == _REFERENCE:
+            yield from values
 
 
 def search_rows(resource: dict[str, Any]) -> SearchRows:
-    reads = _reads(resource.get("resourceType", ""))
     keys: set[str] = set()
     waiting: set[str] = set()
     dates: set[tuple[str, str, str]] = set()
-    for first, value in resource.items():
-        here = reads.get(first)
-        if here is None or value is None:
-            continue
-        for read in here:
-            values = _below(value, read.rest)
-            if read.kind == _TOKEN:
-                for item in values:
-                    keys.update(token_keys(read.param, item))
-            elif read.kind == _REFERENCE:
-                for item in values:
-                    ref = item.get("reference") if isinstance(item, dict) else None
-                    key = reference_key(ref) if isinstance(ref, str) else None
-                    if key is None:
-                        continue
-                    keys.add(f"{REF_PREFIX}{read.param}|{key}")
-                    if "?" in key and (parsed := parse_conditional(key)) is not None:
-                        waiting.add(waiting_key(*parsed))
-            else:
-                for item in values:
-                    if read.leaf == "Period":
-                        span = period_range(item) if isinstance(item, dict) else None
-                    else:
-                        span = date_range(item) if isinstance(item, str) else None
-                    if span is not None:
-                        dates.add((read.param, span[0], span[1]))
+    for read, values in _present(resource):
+        if read.kind == _TOKEN:
+            for item in values:
+                keys.update(token_keys(read.param, item))
+        elif read.kind == _REFERENCE:
+            for item in values:
+                ref = item.get("reference") if isinstance(item, dict) else None
+                key = reference_key(ref) if isinstance(ref, str) else None
+                if key is None:
+                    continue
+                keys.add(f"{REF_PREFIX}{read.param}|{key}")
+                if "?" in key and (parsed := parse_conditional(key)) is not None:
+                    waiting.add(waiting_key(*parsed))
+        else:
+            for item in values:
+                if read.leaf == "Period":
+                    span = period_range(item) if isinstance(item, dict) else None
+                else:
+                    span = date_range(item) if isinstance(item, str) else None
+                if span is not None:
+                    dates.add((read.param, span[0], span[1]))
     if waiting:
         keys |= waiting
         keys.add(CONDITIONAL_KEY)
