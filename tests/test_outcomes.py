@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 
 import orjson
+import pytest
 
 from conftest import BULK, drop, line_count, make_settings
 from dropzone.config import load_settings
 from dropzone.models import Outcome
 from dropzone.store.memory import MemoryStore
+from dropzone.store.sqlite import SqliteStore
 
 PATIENTS = BULK / "Patient.000.ndjson"
 
@@ -152,3 +154,33 @@ def test_validation_in_the_process_pool_gives_the_same_result(
 
 def _ids(path: Path) -> list[str]:
     return [orjson.loads(line)["id"] for line in path.read_bytes().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("order", ["changed_then_as_stored", "as_stored_then_changed"])
+def test_an_id_sent_twice_in_a_re_sent_file_ends_as_its_later_copy(
+    zone: Path, make_pipeline, tmp_path: Path, order: str
+) -> None:
+    """The loader leaves out writes its lookup found stored unchanged; an id named twice in one
+    batch must still reach the store both times, or the earlier copy would win."""
+    store = SqliteStore(tmp_path / "store.sqlite")
+    pipeline = make_pipeline(store)
+    drop(zone, "acme", PATIENTS)
+    pipeline.drain()
+
+    lines = PATIENTS.read_bytes().splitlines()
+    first, second = orjson.loads(lines[0]), orjson.loads(lines[1])
+    changed = dict(first, gender="unknown" if first.get("gender") != "unknown" else "other")
+    # Other bytes for the unchanged resources (keys reversed), so the file is not a duplicate.
+    as_stored = dict(reversed(first.items()))
+    copies = [changed, as_stored] if order == "changed_then_as_stored" else [as_stored, changed]
+    update = tmp_path / "update.ndjson"
+    update.write_bytes(b"\n".join(orjson.dumps(r) for r in [dict(reversed(second.items())), *copies]) + b"\n")
+    drop(zone, "acme", update)
+    (result,) = pipeline.drain()
+
+    assert result.outcome is Outcome.ARCHIVED
+    # A record counts as loaded when its id was written, so both copies do.
+    assert result.counts.as_dict() == {"read": 3, "loaded": 2, "unchanged": 1, "rejected": 0}
+    current = store.resources.get_document("acme", "Patient", first["id"])
+    assert current["gender"] == (first if order == "changed_then_as_stored" else changed).get("gender")
+    assert store.resources.get_document("acme", "Patient", second["id"])["meta"]["versionId"] == "1"

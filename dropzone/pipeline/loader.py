@@ -39,7 +39,7 @@ from dropzone.pipeline.validate import Validator
 from dropzone.quality.profile import QualityProfile
 from dropzone.search.index import CONDITIONAL_KEY, SearchRows
 from dropzone.search.references import ConditionalResolver
-from dropzone.store.base import Existing, ResourceStore, ResourceWrite
+from dropzone.store.base import Existing, ResourceStore, ResourceWrite, WriteResult
 from processors.base import Issue, RawParsed, Record
 
 # A batch also ends at this much JSON text, so huge resources do not pile up in memory.
@@ -418,12 +418,18 @@ class Loader:
                 for _, row in queued
                 for w in row
             ]
-            outcome = self.resources.upsert(
-                self.tenant,
-                writes,
-                file_sha256,
-                known,
-                durable=False,  # the file's closing ledger write makes it durable
+            if known is not None:
+                writes = _not_known_unchanged(writes, known, file_sha256)
+            outcome = (
+                self.resources.upsert(
+                    self.tenant,
+                    writes,
+                    file_sha256,
+                    known,
+                    durable=False,  # the file's closing ledger write makes it durable
+                )
+                if writes
+                else WriteResult()
             )
             changed.update(outcome.written)
             if outcome.loaded:
@@ -454,3 +460,24 @@ class Loader:
                 queued.append((record, row))
         flush()
         return changed
+
+
+def _not_known_unchanged(writes: list[ResourceWrite], known: Known, file_sha256: str) -> list[ResourceWrite]:
+    """``writes`` without those the lookup found stored with the same hash by another file: the
+    store would only count them unchanged (most of a re-sent file). Kept for the store: an id
+    named twice (the later copy must win over the earlier one), and a copy this same file
+    stored (a retry counts it loaded)."""
+    seen: set[tuple[str, str]] = set()
+    repeated: set[tuple[str, str]] = set()
+    for w in writes:
+        key = (w.type, w.id)
+        if key in seen:
+            repeated.add(key)
+        seen.add(key)
+    kept = []
+    for w in writes:
+        key = (w.type, w.id)
+        stored = known.get(key)
+        if stored is None or stored.hash != w.hash or stored.file_sha256 == file_sha256 or key in repeated:
+            kept.append(w)
+    return kept
