@@ -14,8 +14,16 @@ import orjson
 import pytest
 
 from conftest import BULK, PipelineFactory, drop
-from dropzone.search.references import ORIGINAL_REFERENCE_URL, parse_conditional, reference_report
-from dropzone.store.base import Store
+from dropzone.pipeline.canonical import resource_hash
+from dropzone.search.index import CONDITIONAL_KEY, waiting_key
+from dropzone.search.references import (
+    ORIGINAL_REFERENCE_URL,
+    ConditionalResolver,
+    parse_conditional,
+    reference_report,
+)
+from dropzone.store.base import ResourceWrite, Store
+from dropzone.store.memory import MemoryStore
 from dropzone.store.sqlite import SqliteStore
 
 SYS = "https://example.org/ids"
@@ -189,3 +197,23 @@ def test_past_the_identifier_limit_the_pending_pass_reads_every_waiting_resource
     stored = store.resources.get("acme", "Encounter", "e-1")
     assert stored is not None and stored["location"][0]["location"]["reference"] == "Location/loc-1"
     store.close()
+
+
+def test_the_resolver_forgets_an_answer_only_when_the_target_type_is_written() -> None:
+    """``targets`` remembers each waiting key's answer; a write of the key's type (a new
+    possible target) must make it ask the store again, a write of another type must not."""
+    store = MemoryStore()
+    resolver = ConditionalResolver(store.resources, "acme")
+    location = {"resourceType": "Location", "id": "loc1", "identifier": [{"system": "urn:s", "value": "7"}]}
+    key = waiting_key("Location", "urn:s", "7")
+    keys = [CONDITIONAL_KEY, key]
+    assert resolver.targets(keys) == {}
+    store.resources.upsert(
+        "acme", [ResourceWrite("Location", "loc1", location, resource_hash(location))], None
+    )
+    resolver.forget({"Patient"})
+    assert resolver.targets(keys) == {}  # remembered: a Patient cannot be this target
+    resolver.forget({"Location"})
+    assert resolver.targets(keys) == {key: "Location/loc1"}
+    resolver.forget()
+    assert resolver.targets(keys) == {key: "Location/loc1"}

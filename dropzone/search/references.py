@@ -53,6 +53,8 @@ class ConditionalResolver:
         self._tenant = tenant
         self._answers: dict[str, str | None] = {}
         self._matches: dict[tuple[str, str | None, str], str | None] = {}
+        # The same answers by waiting key: the loader asks by key for every resource it reads.
+        self._by_waiting_key: dict[str, str | None] = {}
 
     def target(self, reference: str) -> str | None:
         """``Type/id`` of the one stored resource the conditional reference names, else None."""
@@ -77,10 +79,15 @@ class ConditionalResolver:
         if types is None:
             self._answers.clear()
             self._matches.clear()
+            self._by_waiting_key.clear()
             return
         written = set(types)
         self._matches = {k: v for k, v in self._matches.items() if k[0] not in written}
         self._answers = {k: v for k, v in self._answers.items() if k.split("?", 1)[0] not in written}
+        start = len(WAITING_PREFIX)
+        self._by_waiting_key = {
+            k: v for k, v in self._by_waiting_key.items() if k[start:].split("|", 1)[0] not in written
+        }
 
     def targets(self, keys: Sequence[str]) -> dict[str, str]:
         """Of these search keys (sorted, as ``search_rows`` makes them), the waiting keys that
@@ -92,8 +99,12 @@ class ConditionalResolver:
             key = keys[position]
             if not key.startswith(WAITING_PREFIX):
                 break
-            rtype, system, value = key[len(WAITING_PREFIX) :].split("|", 2)
-            target = self._match(rtype, None if system == "*" else system, value)
+            try:
+                target = self._by_waiting_key[key]
+            except KeyError:
+                rtype, system, value = key[len(WAITING_PREFIX) :].split("|", 2)
+                target = self._match(rtype, None if system == "*" else system, value)
+                self._by_waiting_key[key] = target
             if target is not None:
                 out[key] = target
         return out
