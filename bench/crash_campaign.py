@@ -43,6 +43,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from dropzone.store import packing
 from dropzone.store.base import with_server_meta
 
 REPO = Path(__file__).resolve().parents[1]
@@ -551,10 +552,11 @@ def _check_zone(zone: Path, expected: Expected) -> list[str]:
 
 
 def _stored(zone: Path) -> dict[tuple[str, str], tuple[int, dict[str, Any]]]:
-    # body is the resource as received; the store adds meta.versionId/lastUpdated from columns.
+    # body is the resource as received (packed when large); the store adds meta.versionId and
+    # lastUpdated from columns.
     sql = "SELECT type, id, version, last_ingested, body FROM resources WHERE tenant = ?"
     return {
-        (t, i): (v, with_server_meta(orjson.loads(b), v, last))
+        (t, i): (v, with_server_meta(orjson.loads(packing.unpack(b)), v, last))
         for t, i, v, last, b in _rows(zone, sql, (TENANT,))
     }
 

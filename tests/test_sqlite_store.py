@@ -68,7 +68,7 @@ def test_a_database_of_another_schema_version_is_refused_untouched(tmp_path: Pat
         conn.execute("UPDATE dz_meta SET value = '99' WHERE key = 'schema_version'")
     conn.close()
     before = _sha(path)
-    with pytest.raises(ConfigError, match="schema version 99; this dropzone reads version 2"):
+    with pytest.raises(ConfigError, match="schema version 99; this dropzone reads version 3"):
         SqliteStore(path)
     assert _sha(path) == before
 
@@ -324,7 +324,7 @@ def test_a_schema_1_database_is_upgraded_and_indexed_in_place(tmp_path: Path) ->
     assert _search_ids(store, patient="p-2") == ["o-2"]
     assert _search_ids(store, date="ge2020-03-04") == ["o-1", "o-2"]
     version = store.database.read("SELECT value FROM dz_meta WHERE key = 'schema_version'")
-    assert version == [("2",)]
+    assert version == [("3",)]
     store.close()
 
 

@@ -15,13 +15,14 @@ from typing import Any
 
 from dropzone.pipeline.canonical import canonical_bytes
 from dropzone.search.index import CONDITIONAL_KEY, SearchRows, search_rows
+from dropzone.store import packing
 from dropzone.store.base import identifier_rows
 from dropzone.validation import validate_resource
 from processors import fhir_json
 from processors.base import Issue, RawParsed
 
-# resourceType, id, canonical sha256, JSON text (``fhir_json.dumps``), (value, system)
-# identifiers, search rows (``dropzone.search.index``)
+# resourceType, id, canonical sha256, JSON text (``fhir_json.dumps``; packed when asked, see
+# ``digest_resource``), (value, system) identifiers, search rows (``dropzone.search.index``)
 Digest = tuple[str, str, str, bytes, list[tuple[str, str]], SearchRows]
 IssueTuple = tuple[str, str, str | None]
 # A digest's validation issues when the worker validated it already (None: not asked to, or the
@@ -38,12 +39,16 @@ class TooDeep(Exception):
     """orjson writes at most 255 levels of nesting: such a resource cannot be stored."""
 
 
-def digest_resource(resource: dict[str, Any]) -> Digest:
+def digest_resource(resource: dict[str, Any], pack: bool = False) -> Digest:
+    """``pack``: the body packed when large (``dropzone.store.packing``), for a store that keeps
+    it so (``ResourceStore.packs_bodies``)."""
     try:
         canonical = canonical_bytes(resource)
         body = fhir_json.dumps(resource)
     except (fhir_json.JSONEncodeError, RecursionError) as err:
         raise TooDeep from err
+    if pack:
+        body = packing.pack(body)
     return (
         resource["resourceType"],
         resource["id"],
@@ -55,7 +60,7 @@ def digest_resource(resource: dict[str, Any]) -> Digest:
 
 
 def digest_raws(
-    parser: Callable[[Any], RawParsed], raws: list[Any], validate: bool = False
+    parser: Callable[[Any], RawParsed], raws: list[Any], validate: bool = False, pack: bool = False
 ) -> list[RawOutcome]:
     """Pool entry point: each record's raw payload -> its digests or its issues. With
     ``validate`` (the loader asks while most of a file is new) each resource is validated here,
@@ -68,7 +73,7 @@ def digest_raws(
             out.append(([], [(i.code, i.message, i.path) for i in issues], []))
             continue
         try:
-            digests = [digest_resource(r) for r in resources]
+            digests = [digest_resource(r, pack) for r in resources]
         except TooDeep:
             out.append(([], [(TOO_DEEP.code, TOO_DEEP.message, TOO_DEEP.path)], []))
             continue

@@ -275,7 +275,8 @@ class Loader:
                 record.raw = None  # the pool holds the payload until it has parsed it
             # A re-sent file stops after its first batches; a second pass never asks.
             early = self._validating and self._new * 2 >= self._looked_up
-            batch.parsing = self.validator.call(digest_raws, self.raw_parser, raws, early)
+            pack = self.resources.packs_bodies
+            batch.parsing = self.validator.call(digest_raws, self.raw_parser, raws, early, pack)
         return batch
 
     def _check(self, batch: _Batch, result: LoadResult, validate: bool) -> _Batch:
@@ -290,9 +291,7 @@ class Loader:
                 if issues:
                     record.issues.extend(Issue(*i) for i in issues)
                     continue
-                batch.writes[pos] = [
-                    ResourceWrite(t, i, None, h, b, ids, index) for t, i, h, b, ids, index in digests
-                ]
+                batch.writes[pos] = [ResourceWrite.of_digest(*digest) for digest in digests]
                 batch.verdicts[pos] = verdicts
                 if digests:
                     record.described = (digests[0][0], digests[0][1])
@@ -327,7 +326,8 @@ class Loader:
                         batch.failed.setdefault(r_pos, []).extend(Issue(*i) for i in verdict)
                 elif targets or stored_hash != w.hash:
                     batch.to_settle.append((r_pos, w_pos))
-                    items.append((w.text(), targets or None, stored_hash))
+                    # A packed body travels packed: the worker unpacks it.
+                    items.append((w.stored or w.text(), targets or None, stored_hash))
         result.times.store += time.perf_counter() - started
         if items:
             batch.settling = self.validator.call(settle, items)

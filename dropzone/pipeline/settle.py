@@ -17,12 +17,13 @@ from dropzone.pipeline.canonical import canonical_bytes, resource_hash
 from dropzone.pipeline.digest import TOO_DEEP, Digest, IssueTuple, TooDeep, digest_resource
 from dropzone.search.index import SearchRows, search_rows
 from dropzone.search.references import rewrite_conditional
+from dropzone.store import packing
 from dropzone.store.base import identifier_rows
 from dropzone.validation import validate_resource
 from processors import fhir_json
 
-# JSON text, targets of its conditional references by waiting key (None: no rewriting), hash
-# the store holds for it (None: not stored).
+# JSON text (or packed, ``dropzone.store.packing``), targets of its conditional references by
+# waiting key (None: no rewriting), hash the store holds for it (None: not stored).
 Item = tuple[bytes, dict[str, str] | None, str | None]
 # A digest whose identifiers and search rows are left for the store to make if it needs them.
 Unchanged = tuple[str, str, str, bytes, None, None]
@@ -36,7 +37,8 @@ Settled = tuple[Digest | Unchanged | None, list[IssueTuple]]
 def settle(items: list[Item]) -> list[Settled]:
     """Pool entry point: one outcome per item, in order."""
     out: list[Settled] = []
-    for body, targets, stored_hash in items:
+    for sent, targets, stored_hash in items:
+        body: bytes = packing.unpack(sent)  # type: ignore[assignment]
         if not targets:
             out.append((None, validation_issues(body)))
             continue

@@ -25,6 +25,7 @@ from dropzone.errors import StoreUnavailable
 from dropzone.log import event
 from dropzone.search.index import SearchRows, search_rows
 from dropzone.search.query import SearchPage, SearchQuery
+from dropzone.store import packing
 from processors import fhir_json
 
 _log = logging.getLogger("dropzone.store")
@@ -66,18 +67,45 @@ class ResourceWrite:
     identifiers: list[tuple[str, str]] | None = None
     index: SearchRows | None = None
     replaces: tuple[str, SearchRows] | None = None
+    # The body as a packing store keeps it (``dropzone.store.packing``: packed when large). A
+    # pool worker packs it already for such a store; ``body`` is then made only when needed.
+    stored: bytes | None = None
+
+    @classmethod
+    def of_digest(
+        cls,
+        rtype: str,
+        rid: str,
+        digest: str,
+        body: bytes,
+        identifiers: list[tuple[str, str]],
+        index: SearchRows | None,
+    ) -> ResourceWrite:
+        """From a worker's digest, whose body may be packed (``packing.is_packed``)."""
+        if packing.is_packed(body):
+            return cls(rtype, rid, None, digest, None, identifiers, index, stored=body)
+        return cls(rtype, rid, None, digest, body, identifiers, index)
 
     def content(self) -> dict[str, Any]:
         if self.resource is None:
-            if self.body is None:
+            if self.body is None and self.stored is None:
                 raise ValueError(f"{self.type}/{self.id}: a write needs a resource or a body")
-            self.resource = fhir_json.loads(self.body)
+            self.resource = fhir_json.loads(self.text())
         return self.resource
 
     def text(self) -> bytes:
         if self.body is None:
-            self.body = fhir_json.dumps(self.content())
-        return self.body
+            if self.stored is not None:
+                self.body = packing.unpack(self.stored)  # type: ignore[assignment]
+            else:
+                self.body = fhir_json.dumps(self.content())
+        return self.body  # type: ignore[return-value]
+
+    def stored_body(self) -> bytes:
+        """The body as a packing store keeps it: packed when large (``packing.PACK_FROM``)."""
+        if self.stored is None:
+            self.stored = packing.pack(self.text())
+        return self.stored
 
     def identifier_rows(self) -> list[tuple[str, str]]:
         if self.identifiers is None:
@@ -121,6 +149,10 @@ def strip_document(doc: dict[str, Any]) -> dict[str, Any]:
 
 class ResourceStore(ABC):
     """Versioned resource storage. Subclasses implement the primitive reads and writes."""
+
+    # Keeps large bodies packed (``ResourceWrite.stored_body``): the pipeline's workers then
+    # pack them where they are made.
+    packs_bodies = False
 
     @abstractmethod
     def ensure_indexes(self) -> None: ...

@@ -12,9 +12,10 @@ loses batches of a file that is still unfinished in the ledger, and the file is 
 
 Layout (schema version ``SCHEMA_VERSION``, kept in ``dz_meta``):
 
-* ``resources``: one row per current resource, the FHIR JSON as text in ``body`` (exactly what
+* ``resources``: one row per current resource, the FHIR JSON in ``body`` (exactly what
   the API and ``export`` return: the sender's resource with our ``meta.versionId`` and
-  ``meta.lastUpdated``; numbers keep their digits, ``processors.fhir_json``),
+  ``meta.lastUpdated``; numbers keep their digits, ``processors.fhir_json``): as TEXT, or
+  zlib-packed as a BLOB from ``packing.PACK_FROM`` bytes on (``dropzone.store.packing``);
   tenant/type/id/version/hash in columns;
 * ``history``: previous versions, same shape; ``identifiers``: (system, value) lookups;
 * ``search_keys`` (tenant, key, type, id) and ``search_dates`` (tenant, type, param, low, high,
@@ -22,8 +23,9 @@ Layout (schema version ``SCHEMA_VERSION``, kept in ``dz_meta``):
 * ``files``, ``claims``, ``uploads``: the ledger.
 
 A version 1 database (before the search index) is upgraded in place on open: the index tables
-are added and filled from the stored resources, in one transaction. A database of any other
-schema version is refused with a clear message, never rewritten.
+are added and filled from the stored resources, in one transaction; a version 2 one (text bodies
+only) is marked version 3 and its rows are read as they are. A database of any other schema
+version is refused with a clear message, never rewritten.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from dropzone.errors import ConfigError, StoreUnavailable
 from dropzone.log import event
 from dropzone.search.index import REF_PREFIX, SearchRows, index_signature, search_rows
 from dropzone.search.query import SearchPage, SearchQuery
-from dropzone.store import sqlite_search
+from dropzone.store import packing, sqlite_search
 from dropzone.store.base import (
     META_KEY,
     Claim,
@@ -63,7 +65,7 @@ from dropzone.store.base import (
 from dropzone.store.memory import claim_from_document, new_claim_document
 from processors import fhir_json
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Well under SQLite's bound-parameter limit (32,766 since 3.32) with room for the other columns.
 _IN_CHUNK = 900
 
@@ -221,6 +223,9 @@ class Database:
             if found == "1":
                 _upgrade_to_2(conn)
                 found = "2"
+            if found == "2":
+                _upgrade_to_3(conn)
+                found = "3"
             if found != str(SCHEMA_VERSION):
                 raise ConfigError(
                     f"{self.path} has store schema version {found}; this dropzone reads version "
@@ -252,6 +257,13 @@ def _upgrade_to_2(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE dz_meta SET value = '2' WHERE key = 'schema_version'")
 
 
+def _upgrade_to_3(conn: sqlite3.Connection) -> None:
+    """Version 3 may hold packed bodies (BLOBs, ``dropzone.store.packing``), which a release
+    that reads version 2 cannot read; the rows of version 2 stay as they are (text is read as
+    it always was), so the upgrade only says so."""
+    conn.execute("UPDATE dz_meta SET value = '3' WHERE key = 'schema_version'")
+
+
 def _check_index(conn: sqlite3.Connection) -> None:
     """Re-index every resource when the index was computed another way (or never): in the
     caller's transaction, so a crash leaves the old index and the old signature."""
@@ -265,7 +277,7 @@ def _check_index(conn: sqlite3.Connection) -> None:
     while rows := cursor.fetchmany(1000):
         keys, dates = [], []
         for tenant, rtype, rid, body in rows:
-            found_keys, found_dates = search_rows(fhir_json.loads(body))
+            found_keys, found_dates = search_rows(fhir_json.loads(packing.unpack(body)))
             keys += [(tenant, key, rtype, rid) for key in found_keys]
             dates += [(tenant, rtype, param, low, high, rid) for param, low, high in found_dates]
         conn.executemany("INSERT OR IGNORE INTO search_keys VALUES (?, ?, ?, ?)", keys)
@@ -285,7 +297,7 @@ def _stored_search_rows(
             "SELECT body FROM resources WHERE tenant = ? AND type = ? AND id = ?", (tenant, rtype, rid)
         ).fetchone()
         if row is not None:
-            found.append((tenant, rtype, rid, search_rows(fhir_json.loads(row[0]))))
+            found.append((tenant, rtype, rid, search_rows(fhir_json.loads(packing.unpack(row[0])))))
     return found
 
 
@@ -428,11 +440,17 @@ def _document(row: Sequence[Any]) -> dict[str, Any]:
     return doc
 
 
-def _resource(version: int, last_ingested: str, body: str) -> dict[str, Any]:
-    """The stored resource: ``body`` is the resource as received (numbers exact); the server's
-    ``meta.versionId``/``lastUpdated`` come from the row's columns. (Rows written before this
-    rule hold them in ``body`` too, with the same values.)"""
-    return with_server_meta(fhir_json.loads(body), version, last_ingested)
+def _resource(version: int, last_ingested: str, body: str | bytes) -> dict[str, Any]:
+    """The stored resource: ``body`` is the resource as received (numbers exact), as text or
+    packed (``_column``); the server's ``meta.versionId``/``lastUpdated`` come from the row's
+    columns. (Rows written before this rule hold them in ``body`` too, with the same values.)"""
+    return with_server_meta(fhir_json.loads(packing.unpack(body)), version, last_ingested)
+
+
+def _column(body: bytes) -> str | bytes:
+    """A body as the ``body`` column holds it: JSON as TEXT (readable with ``sqlite3``), a
+    packed one as a BLOB (the column's TEXT affinity leaves a BLOB as it is)."""
+    return body if packing.is_packed(body) else body.decode()
 
 
 # tenant, type, id, version, hash, file_sha256, first_ingested, last_ingested, body, identifiers,
@@ -446,7 +464,7 @@ _Row = tuple[
     str | None,
     str,
     str,
-    str,
+    str | bytes,
     list[tuple[str, str]],
     SearchRows,
     tuple[str, SearchRows] | None,
@@ -463,6 +481,8 @@ def _chunks(items: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[st
 
 
 class SqliteResourceStore(ResourceStore):
+    packs_bodies = True
+
     def __init__(self, db: Database) -> None:
         self._db = db
 
@@ -509,7 +529,7 @@ class SqliteResourceStore(ResourceStore):
             file_sha256,
             first,
             now,
-            write.text().decode(),
+            _column(write.stored_body()),
             write.identifier_rows(),
             write.search_rows(),
             write.replaces,
