@@ -4,9 +4,9 @@ A SynPUF carrier claim maps to an ExplanationOfBenefit of ~24 KB of JSON (13 lin
 with its adjudications and codings), an inpatient claim to ~9 KB. Stored as text, a carrier body
 took SQLite ~105 us of CPU per row to write (six overflow pages, each written to the WAL and again
 at the checkpoint) and its pickling from a pool worker ~40 us; packed (~1.6 KB), 15 and 4, and
-a 40,000-claim carrier database takes 144 MB instead of 989. Zstandard at level 1 packs such a body in ~20-30 us (a reused
-context), 3x faster than zlib at its fastest level for a better ratio (measured on 5,000 EOBs
-of each layout: zstd 1 6.1x / 14.8x, zlib 1 5.9x / 12.5x).
+a 40,000-claim carrier database takes 144 MB instead of 989. Zstandard at level 1 packs such a
+body in ~20-30 us (a reused context), 3x faster than zlib at its fastest level for a better
+ratio (measured on 5,000 EOBs of each layout: zstd 1 6.1x / 14.8x, zlib 1 5.9x / 12.5x).
 
 Below ``PACK_FROM`` bytes a body stays JSON text: the typical EHR resource (Synthea: 1.5 KB on
 average) fits in a page or two, gains little, and is read with ``sqlite3`` as it was sent.

@@ -15,7 +15,7 @@ Layout (schema version ``SCHEMA_VERSION``, kept in ``dz_meta``):
 * ``resources``: one row per current resource, the FHIR JSON in ``body`` (exactly what
   the API and ``export`` return: the sender's resource with our ``meta.versionId`` and
   ``meta.lastUpdated``; numbers keep their digits, ``processors.fhir_json``): as TEXT, or
-  zlib-packed as a BLOB from ``packing.PACK_FROM`` bytes on (``dropzone.store.packing``);
+  Zstandard-packed as a BLOB from ``packing.PACK_FROM`` bytes on (``dropzone.store.packing``);
   tenant/type/id/version/hash in columns;
 * ``history``: previous versions, same shape; ``identifiers``: (system, value) lookups;
 * ``search_keys`` (tenant, key, type, id) and ``search_dates`` (tenant, type, param, low, high,
