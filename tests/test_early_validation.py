@@ -61,9 +61,9 @@ def test_a_re_sent_file_stops_validating_in_the_first_trip(
 ) -> None:
     asked: list[bool] = []
 
-    def spy(parser: Any, raws: list[Any], validate: bool = False) -> Any:
+    def spy(parser: Any, raws: list[Any], validate: bool = False, pack: bool = False) -> Any:
         asked.append(validate)
-        return digest_raws(parser, raws, validate)
+        return digest_raws(parser, raws, validate, pack)
 
     monkeypatch.setattr(loader, "digest_raws", spy)
     source = BULK / "Procedure.000.ndjson"
