@@ -173,6 +173,8 @@ class Loader:
         commit_seconds: float = 0.0,
     ) -> None:
         self.resources = resources
+        # A store served from another process (a proxy) has only its methods: it packs nothing.
+        self._pack: bool = getattr(resources, "packs_bodies", False)
         self.validator = validator
         self.tenant = tenant
         self.batch_size = batch_size
@@ -275,8 +277,7 @@ class Loader:
                 record.raw = None  # the pool holds the payload until it has parsed it
             # A re-sent file stops after its first batches; a second pass never asks.
             early = self._validating and self._new * 2 >= self._looked_up
-            pack = self.resources.packs_bodies
-            batch.parsing = self.validator.call(digest_raws, self.raw_parser, raws, early, pack)
+            batch.parsing = self.validator.call(digest_raws, self.raw_parser, raws, early, self._pack)
         return batch
 
     def _check(self, batch: _Batch, result: LoadResult, validate: bool) -> _Batch:
