@@ -277,7 +277,7 @@ def _check_index(conn: sqlite3.Connection) -> None:
     while rows := cursor.fetchmany(1000):
         keys, dates = [], []
         for tenant, rtype, rid, body in rows:
-            found_keys, found_dates = search_rows(fhir_json.loads(packing.unpack(body)))
+            found_keys, found_dates = search_rows(_parsed(body))
             keys += [(tenant, key, rtype, rid) for key in found_keys]
             dates += [(tenant, rtype, param, low, high, rid) for param, low, high in found_dates]
         conn.executemany("INSERT OR IGNORE INTO search_keys VALUES (?, ?, ?, ?)", keys)
@@ -297,7 +297,7 @@ def _stored_search_rows(
             "SELECT body FROM resources WHERE tenant = ? AND type = ? AND id = ?", (tenant, rtype, rid)
         ).fetchone()
         if row is not None:
-            found.append((tenant, rtype, rid, search_rows(fhir_json.loads(packing.unpack(row[0])))))
+            found.append((tenant, rtype, rid, search_rows(_parsed(row[0]))))
     return found
 
 
@@ -444,7 +444,12 @@ def _resource(version: int, last_ingested: str, body: str | bytes) -> dict[str, 
     """The stored resource: ``body`` is the resource as received (numbers exact), as text or
     packed (``_column``); the server's ``meta.versionId``/``lastUpdated`` come from the row's
     columns. (Rows written before this rule hold them in ``body`` too, with the same values.)"""
-    return with_server_meta(fhir_json.loads(packing.unpack(body)), version, last_ingested)
+    return with_server_meta(_parsed(body), version, last_ingested)
+
+
+def _parsed(body: str | bytes) -> Any:
+    """A ``body`` column's value, text or packed, as the resource (numbers exact)."""
+    return fhir_json.loads(packing.unpack(body))
 
 
 def _column(body: bytes) -> str | bytes:
