@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dropzone.pipeline.canonical import canonical_bytes
-from dropzone.search.index import CONDITIONAL_KEY, SearchRows, search_rows
+from dropzone.search.index import SearchRows, search_rows
 from dropzone.store import packing
 from dropzone.store.base import identifier_rows
 from dropzone.validation import validate_resource
@@ -25,8 +25,8 @@ from processors.base import Issue, RawParsed
 # ``digest_resource``), (value, system) identifiers, search rows (``dropzone.search.index``)
 Digest = tuple[str, str, str, bytes, list[tuple[str, str]], SearchRows]
 IssueTuple = tuple[str, str, str | None]
-# A digest's validation issues when the worker validated it already (None: not asked to, or the
-# resource holds a conditional reference, validated after its rewrite in ``settle``).
+# A digest's validation issues when the worker validated it already (None: not asked to). A
+# resource with conditional references is validated as sent: rewriting them keeps it valid.
 Verdict = list[IssueTuple] | None
 # The digests of a record's resources and their verdicts (none when not asked to validate), or
 # its issues (then no digests).
@@ -77,12 +77,10 @@ def digest_raws(
         except TooDeep:
             out.append(([], [(TOO_DEEP.code, TOO_DEEP.message, TOO_DEEP.path)], []))
             continue
-        verdicts = [_verdict(r, d) for r, d in zip(resources, digests, strict=True)] if validate else []
+        verdicts = [_issues(r) for r in resources] if validate else []
         out.append((digests, [], verdicts))
     return out
 
 
-def _verdict(resource: dict[str, Any], digest: Digest) -> Verdict:
-    if CONDITIONAL_KEY in digest[5][0]:
-        return None
+def _issues(resource: dict[str, Any]) -> list[IssueTuple]:
     return [(i.code, i.message, i.path) for i in validate_resource(resource)]

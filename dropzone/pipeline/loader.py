@@ -9,8 +9,9 @@ Per batch, in two trips to the process pool with the store lookups in between:
    (``dropzone.search.references``: a reference that matches exactly one stored resource is
    rewritten to ``Type/id``); a worker rewrites those references and validates what is not
    already stored (``settle``), so a re-ingest costs little more than parsing. While most of a
-   file is new, trip 1 validates the resources without a conditional reference already, and
-   those need no second trip.
+   file is new, trip 1 validates every resource already: only those with a conditional
+   reference that resolves take the second trip, for the rewrite alone (a rewrite keeps a
+   valid resource valid, see ``settle``).
 
 A conditional reference whose target an earlier batch of the same file brought is rewritten
 here just before its batch is stored.
@@ -321,14 +322,15 @@ class Loader:
                 self._looked_up += 1
                 if stored_hash != w.hash:
                     self._new += 1
+                changed = stored_hash != w.hash
                 verdict = verdicts[w_pos] if verdicts else None
-                if verdict is not None and stored_hash != w.hash:
-                    if verdict:  # validated in the first trip: no second one
-                        batch.failed.setdefault(r_pos, []).extend(Issue(*i) for i in verdict)
-                elif targets or stored_hash != w.hash:
+                if verdict and changed:  # found invalid in the first trip: no second one
+                    batch.failed.setdefault(r_pos, []).extend(Issue(*i) for i in verdict)
+                elif targets or (changed and verdict is None):
                     batch.to_settle.append((r_pos, w_pos))
-                    # A packed body travels packed: the worker unpacks it.
-                    items.append((w.stored or w.text(), targets or None, stored_hash))
+                    # A packed body travels packed: the worker unpacks it. Found valid in the
+                    # first trip, it stays valid rewritten (``settle``): not validated again.
+                    items.append((w.stored or w.text(), targets or None, stored_hash, verdict == []))
         result.times.store += time.perf_counter() - started
         if items:
             batch.settling = self.validator.call(settle, items)

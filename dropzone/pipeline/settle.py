@@ -1,5 +1,9 @@
 """The second pool trip of a batch, for the resources the store lookup did not settle: their
-conditional references rewritten to the targets the main process found, then validation.
+conditional references rewritten to the targets the main process found, then validation
+unless the first trip found the resource valid as sent. A rewrite keeps a valid resource
+valid: the reference becomes ``Type/id`` of a stored resource (a valid id) of the type the
+condition named (which the validator checked against the element's allowed targets), and the
+reference as sent, a valid string, moves to an extension with a url, which Reference allows.
 
 The main process only looks up (hashes in the store, identifiers of reference targets); the
 parsing, rewriting, re-hashing and validating happen here, in a worker. A resource whose
@@ -23,8 +27,9 @@ from dropzone.validation import validate_resource
 from processors import fhir_json
 
 # JSON text (or packed, ``dropzone.store.packing``), targets of its conditional references by
-# waiting key (None: no rewriting), hash the store holds for it (None: not stored).
-Item = tuple[bytes, dict[str, str] | None, str | None]
+# waiting key (None: no rewriting), hash the store holds for it (None: not stored), and whether
+# the first trip found it valid (then it is not validated again).
+Item = tuple[bytes, dict[str, str] | None, str | None, bool]
 # A digest whose identifiers and search rows are left for the store to make if it needs them.
 Unchanged = tuple[str, str, str, bytes, None, None]
 # A stored resource rewritten: its digest, and (hash, search rows) of the version it replaces.
@@ -37,10 +42,10 @@ Settled = tuple[Digest | Unchanged | None, list[IssueTuple]]
 def settle(items: list[Item]) -> list[Settled]:
     """Pool entry point: one outcome per item, in order."""
     out: list[Settled] = []
-    for sent, targets, stored_hash in items:
+    for sent, targets, stored_hash, valid in items:
         body: bytes = packing.unpack(sent)  # type: ignore[assignment]
         if not targets:
-            out.append((None, validation_issues(body)))
+            out.append((None, [] if valid else validation_issues(body)))
             continue
         resource = fhir_json.loads(body)
         digest: Digest | Unchanged | None = None
@@ -61,7 +66,8 @@ def settle(items: list[Item]) -> list[Settled]:
                 continue
             rtype, rid = resource["resourceType"], resource["id"]
             digest = (rtype, rid, digest_hash, rewritten, identifier_rows(resource), search_rows(resource))
-        out.append((digest, [(i.code, i.message, i.path) for i in validate_resource(resource)]))
+        issues = [] if valid else [(i.code, i.message, i.path) for i in validate_resource(resource)]
+        out.append((digest, issues))
     return out
 
 
