@@ -161,7 +161,7 @@ def test_conditional_resources_are_validated_in_the_first_trip(
     drop(zone, "acme", BULK / "Practitioner.000.ndjson", BULK / "Location.000.ndjson")
     assert all(r.outcome == Outcome.ARCHIVED for r in pipe.drain())
     changed = tmp_path / "Encounter.second.ndjson"
-    changed.write_bytes(b"".join(_with_note(line) + b"\n" for line in lines[1:]))
+    changed.write_bytes(b"".join(_with_language(line) + b"\n" for line in lines[1:]))
     drop(zone, "acme", changed)
     [again] = pipe.drain()
     assert again.counts.loaded == len(lines) - 1 and again.counts.rejected == 0
@@ -173,7 +173,7 @@ def test_conditional_resources_are_validated_in_the_first_trip(
     )
 
 
-def _with_note(line: bytes) -> bytes:
+def _with_language(line: bytes) -> bytes:
     resource = orjson.loads(line)
     resource["language"] = "en"
     return orjson.dumps(resource)

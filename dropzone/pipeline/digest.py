@@ -10,7 +10,7 @@ stores text. Results are plain tuples so that pickling them back is cheap.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from dropzone.pipeline.canonical import canonical_bytes
@@ -70,17 +70,18 @@ def digest_raws(
     for raw in raws:
         resources, issues = parser(raw)
         if issues:
-            out.append(([], [(i.code, i.message, i.path) for i in issues], []))
+            out.append(([], issue_tuples(issues), []))
             continue
         try:
             digests = [digest_resource(r, pack) for r in resources]
         except TooDeep:
             out.append(([], [(TOO_DEEP.code, TOO_DEEP.message, TOO_DEEP.path)], []))
             continue
-        verdicts = [_issues(r) for r in resources] if validate else []
+        verdicts = [issue_tuples(validate_resource(r)) for r in resources] if validate else []
         out.append((digests, [], verdicts))
     return out
 
 
-def _issues(resource: dict[str, Any]) -> list[IssueTuple]:
-    return [(i.code, i.message, i.path) for i in validate_resource(resource)]
+def issue_tuples(issues: Iterable[Issue]) -> list[IssueTuple]:
+    """Issues as the plain tuples a pool trip sends back (cheap to pickle)."""
+    return [(i.code, i.message, i.path) for i in issues]

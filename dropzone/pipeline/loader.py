@@ -319,10 +319,9 @@ class Loader:
                 stored_hash = stored.hash if stored is not None else None
                 keys = w.search_rows()[0]
                 targets = self.references.targets(keys) if CONDITIONAL_KEY in keys else None
-                self._looked_up += 1
-                if stored_hash != w.hash:
-                    self._new += 1
                 changed = stored_hash != w.hash
+                self._looked_up += 1
+                self._new += changed
                 verdict = verdicts[w_pos] if verdicts else None
                 if verdict and changed:  # found invalid in the first trip: no second one
                     batch.failed.setdefault(r_pos, []).extend(Issue(*i) for i in verdict)

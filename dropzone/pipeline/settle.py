@@ -18,7 +18,7 @@ import hashlib
 import orjson
 
 from dropzone.pipeline.canonical import canonical_bytes, resource_hash
-from dropzone.pipeline.digest import TOO_DEEP, Digest, IssueTuple, TooDeep, digest_resource
+from dropzone.pipeline.digest import TOO_DEEP, Digest, IssueTuple, TooDeep, digest_resource, issue_tuples
 from dropzone.search.index import SearchRows, search_rows
 from dropzone.search.references import rewrite_conditional
 from dropzone.store import packing
@@ -66,7 +66,7 @@ def settle(items: list[Item]) -> list[Settled]:
                 continue
             rtype, rid = resource["resourceType"], resource["id"]
             digest = (rtype, rid, digest_hash, rewritten, identifier_rows(resource), search_rows(resource))
-        issues = [] if valid else [(i.code, i.message, i.path) for i in validate_resource(resource)]
+        issues = [] if valid else issue_tuples(validate_resource(resource))
         out.append((digest, issues))
     return out
 
@@ -84,7 +84,7 @@ def validation_issues(body: bytes) -> list[IssueTuple]:
             return []
     except orjson.JSONDecodeError:
         pass
-    return [(i.code, i.message, i.path) for i in validate_resource(fhir_json.loads(body))]
+    return issue_tuples(validate_resource(fhir_json.loads(body)))
 
 
 def rewrite_digests(items: list[tuple[bytes, dict[str, str]]]) -> list[Rewritten | None]:
